@@ -1,0 +1,5 @@
+import sys
+
+from mllmrec_pyg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The ``mllmrec`` command line.
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (called with the
+parsed arguments, returning an exit code or ``None``).
+"""
+import argparse
+import importlib
+import sys
+
+# Module names (in this package) of the sub-commands, in the order ``--help`` lists them.
+SUBCOMMANDS = [
+    "graph",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mllmrec",
+        description="MLLMRec: multimodal LLM reasoning and refined item-item graphs for recommendation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        # Bad input: one clear line, no traceback.
+        print(f"mllmrec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reference implementations used to check the library (tests, benchmarks)."""
