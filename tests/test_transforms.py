@@ -127,8 +127,11 @@ def test_threshold_knn_options():
 
 
 def test_threshold_knn_ties_pick_lowest_index():
-    base = torch.randn(10, 4)
-    x = torch.cat([base, base, base])  # item i, i + 10 and i + 20 are identical
+    # Scaled one-hot rows: cosine similarities are exactly 1 or 0 whatever the BLAS
+    # kernel, so the ties below are real ties (random duplicates can differ by an ulp
+    # between block shapes, which is rounding, not a tie).
+    base = torch.eye(10) * torch.tensor([2.0, 4.0, 0.5, 8.0, 1.0, 16.0, 0.25, 2.0, 4.0, 1.0]).view(-1, 1)
+    x = torch.cat([base, 2 * base, base])  # item i, i + 10 and i + 20 are parallel
     ei, _ = threshold_knn_graph(x, 2, None)
     a = matrix(ei, None, 30)
     for i in range(30):
