@@ -1,18 +1,20 @@
 """The ``mllmrec`` command line.
 
-Each sub-command lives in its own module of this package and exposes
+Each sub-command lives in its own module of this package (found automatically;
+``describe_images.py`` registers ``describe-images``) and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (called with the
 parsed arguments, returning an exit code or ``None``).
 """
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# Module names (in this package) of the sub-commands, in the order ``--help`` lists them.
-SUBCOMMANDS = [
-    "graph",
-    "demo",
-]
+
+def _subcommand_modules():
+    """Every module of this package not starting with ``_``, sorted by name: adding a
+    sub-command is adding one file here."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
+    for name in _subcommand_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
