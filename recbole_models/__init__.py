@@ -1,0 +1,40 @@
+"""RecBole models of MLLMRec, a registry that falls back to RecBole's own models,
+and the runners ``python -m recbole_models.run`` / ``python -m recbole_models.compare``.
+
+::
+
+    from recbole_models import get_model
+    get_model("MLLMRec")   # ours
+    get_model("BPR")       # RecBole's
+"""
+import importlib
+import os
+
+from recbole_models.model import MLLMRec
+
+__all__ = ["get_model", "model_yaml", "MODELS", "MLLMRec"]
+
+# Our models by name; their default YAML is ``yaml/<lower name>.yaml``.
+MODELS = {"MLLMRec": MLLMRec}
+
+_YAML_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml")
+
+
+def get_model(name: str):
+    """The model class called ``name``: one of ours (:data:`MODELS`), else RecBole's
+    (:func:`recbole.utils.get_model`, which raises ``ValueError`` for unknown names)."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if name in MODELS:
+        return MODELS[name]
+    from recbole.utils import get_model as recbole_get_model
+
+    return recbole_get_model(name)
+
+
+def model_yaml(name: str):
+    """Path of our default YAML for model ``name``, or ``None`` (RecBole models carry their own)."""
+    if name not in MODELS:
+        return None
+    path = os.path.join(_YAML_DIR, f"{name.lower()}.yaml")
+    return path if os.path.isfile(path) else None
