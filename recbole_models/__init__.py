@@ -10,7 +10,11 @@ and the runners ``python -m recbole_models.run`` / ``python -m recbole_models.co
 import importlib
 import os
 
-from recbole_models.model import MLLMRec
+from recbole_models import compat
+
+compat.apply()
+
+from recbole_models.model import MLLMRec  # noqa: E402
 
 __all__ = ["get_model", "model_yaml", "MODELS", "MLLMRec"]
 
@@ -29,7 +33,15 @@ def get_model(name: str):
         return MODELS[name]
     from recbole.utils import get_model as recbole_get_model
 
-    return recbole_get_model(name)
+    try:
+        return recbole_get_model(name)
+    except ModuleNotFoundError as err:
+        # RecBole looks in `exlib_recommender` last, whose package imports lightgbm and
+        # xgboost: for a name that is no model at all that is the wrong error.
+        if name.lower() in ("lightgbm", "xgboost"):
+            raise
+        raise ValueError(f"`model` [{name}] is neither one of ours ({sorted(MODELS)}) "
+                         f"nor a RecBole model") from err
 
 
 def model_yaml(name: str):

@@ -217,11 +217,15 @@ def write_feature_file(path: str, id_field: str, value_field: str, tokens: Seque
     if not np.isfinite(values).all():
         raise ValueError(f"{path}: refusing to write NaN or inf values")
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{id_field}:token\t{value_field}:float_seq\n")
-        for token, row in zip(tokens, values):
-            token = str(token)
-            if "\t" in token or "\n" in token:
-                raise ValueError(f"{path}: id token {token!r} contains a tab or newline")
-            f.write(token + "\t" + " ".join(fmt % v for v in row) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"{id_field}:token\t{value_field}:float_seq\n")
+            for token, row in zip(tokens, values):
+                token = str(token)
+                if "\t" in token or "\n" in token:
+                    raise ValueError(f"{path}: id token {token!r} contains a tab or newline")
+                f.write(token + "\t" + " ".join(fmt % v for v in row) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,56 @@
+"""Tiny pre-split RecBole datasets with feature files, written by the tests."""
+import os
+
+import numpy as np
+import yaml
+
+from recbole_models.features import write_feature_file
+
+HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+
+
+def write_tiny_dataset(root, name="tiny", n_users=30, n_items=40, per_user=8, dim=16, seed=0):
+    """Writes ``root/name/`` (train/valid/test ``.inter``, ``.itememb``, ``.useremb``) and
+    ``root/name.yaml``; returns ``(config_file, dataset_dir, user_tokens, item_tokens)``.
+
+    Tokens are strings unlike RecBole's internal ids (``u7``, ``i12``) so that a test
+    mixing them up fails. Each user has ``per_user`` items: all but two in train, then
+    one valid and one test item.
+    """
+    rng = np.random.default_rng(seed)
+    d = os.path.join(root, name)
+    os.makedirs(d, exist_ok=True)
+    users = [f"u{u}" for u in range(n_users)]
+    items = [f"i{i}" for i in range(n_items)]
+    parts = {"train": [], "valid": [], "test": []}
+    for u in users:
+        chosen = rng.choice(n_items, size=per_user, replace=False)
+        for pos, i in enumerate(chosen):
+            split = "train" if pos < per_user - 2 else ("valid" if pos == per_user - 2 else "test")
+            parts[split].append(f"{u}\t{items[i]}\t{1 + pos % 5}\t{1000 + pos}\n")
+    for split, rows in parts.items():
+        with open(os.path.join(d, f"{name}.{split}.inter"), "w") as f:
+            f.write(HEADER + "".join(rows))
+    # Only items that occur in an .inter file exist for RecBole.
+    seen = sorted({row.split("\t")[1] for rows in parts.values() for row in rows}, key=lambda t: int(t[1:]))
+    write_feature_file(os.path.join(d, f"{name}.itememb"), "iid", "item_emb", seen,
+                       rng.normal(size=(len(seen), dim)))
+    write_feature_file(os.path.join(d, f"{name}.useremb"), "uid", "user_emb", users,
+                       rng.normal(size=(n_users, dim)))
+    config = {
+        "data_path": root, "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id"], "itememb": ["iid", "item_emb"],
+                     "useremb": ["uid", "user_emb"]},
+        "additional_feat_suffix": ["itememb", "useremb"],
+        "alias_of_item_id": ["iid"], "alias_of_user_id": ["uid"],
+        "preload_weight": {"iid": "item_emb", "uid": "user_emb"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [10, 20], "valid_metric": "Recall@20",
+        "epochs": 1, "train_batch_size": 64, "eval_batch_size": 256, "show_progress": False,
+        "checkpoint_dir": os.path.join(root, "saved"), "log_wandb": False, "state": "WARNING",
+        "embedding_size": 8, "hidden_size": 16, "knn_k": 3, "knn_threshold": 0.0, "cooc_k": 3,
+    }
+    path = os.path.join(root, f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return path, d, users, seen
