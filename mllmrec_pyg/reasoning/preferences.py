@@ -1,0 +1,149 @@
+"""User preference paragraphs from training behaviour lists (NOTES §1 steps 3–4).
+
+:func:`build_prompts` renders one prompt per user from the TRAINING split
+(:mod:`~mllmrec_pyg.reasoning.histories`), cut to a token budget;
+:func:`write_prompts` writes them with their token counts and generates nothing
+(``mllmrec preferences --prompts-only``); :func:`generate_preferences` generates
+the missing ones through the store and writes the user texts JSONL
+(``{"user_id": ..., "text": ...}``) that ``mllmrec encode`` reads.
+"""
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from mllmrec_pyg.reasoning.histories import WordCounter, cut_history, load_histories
+from mllmrec_pyg.reasoning.runner import Job, generate_jobs
+from mllmrec_pyg.reasoning.store import GenerationStore
+from mllmrec_pyg.reasoning.templates import PromptTemplate, get_template
+from mllmrec_pyg.text.io import read_texts, write_texts
+from mllmrec_pyg.text.item_text import item_texts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserPrompt:
+    """One user's prompt: ``text`` is ``None`` when the user has no training item."""
+
+    user_id: str
+    text: Optional[str]
+    n_items: int
+    n_history: int
+    tokens: Optional[int]
+
+
+def item_descriptions(dataset_dir: str, name: Optional[str] = None, item_template: Optional[str] = None,
+                      image_descriptions: Optional[str] = None, item_texts_file: Optional[str] = None) -> Dict[str, str]:
+    """The item descriptions the behaviour lists are made of.
+
+    Args:
+        dataset_dir, name: the dataset.
+        item_template: ``str.format`` template over the ``.item`` columns (see
+            :func:`mllmrec_pyg.text.item_text.item_texts`); ``None``: its labelled default.
+        image_descriptions: JSONL ``{"item_id", "text"}`` of image descriptions to fuse in.
+        item_texts_file: a ready JSONL of item descriptions (overrides the three above).
+    """
+    if item_texts_file:
+        return read_texts(item_texts_file, "item_id")
+    name = name or os.path.basename(os.path.normpath(dataset_dir))
+    images = read_texts(image_descriptions, "item_id") if image_descriptions else None
+    return item_texts(os.path.join(dataset_dir, f"{name}.item"), template=item_template, image_descriptions=images)
+
+
+def build_prompts(dataset_dir: str, template: PromptTemplate, descriptions: Dict[str, str], counter=None,
+                  name: Optional[str] = None, history_tokens: int = 256, item_tokens: int = 48,
+                  max_items: Optional[int] = None, max_prompt_tokens: Optional[int] = None,
+                  leaky: bool = False, split_column: Optional[str] = None) -> List[UserPrompt]:
+    """One prompt per user, from the training interactions only (unless ``leaky``).
+
+    Args:
+        dataset_dir, name: the dataset (see :func:`~mllmrec_pyg.reasoning.histories.load_histories`).
+        template: the preference template (needs ``{descriptions}``).
+        descriptions: ``{item token: description}``.
+        counter: token counter (``None``: whitespace words).
+        history_tokens: token budget of the behaviour list.
+        item_tokens: per-item truncation in tokens.
+        max_items: cap on the items listed.
+        max_prompt_tokens: the longest whole prompt allowed; a longer one raises
+            ``ValueError`` naming the user (lower ``history_tokens`` or shorten the template).
+        leaky: use ALL interactions (measuring leakage only; warns).
+        split_column: the split column of a dataset with a single ``.inter``.
+    """
+    if "descriptions" not in template.fields:
+        raise ValueError(f"template {template.name!r} has no {{descriptions}} field")
+    counter = counter or WordCounter()
+    histories = load_histories(dataset_dir, name, leaky=leaky, split_column=split_column)
+    out = []
+    for user, items in histories.items():
+        if not items:
+            out.append(UserPrompt(user, None, 0, 0, None))
+            continue
+        listing, kept = cut_history(items, descriptions, counter, history_tokens, item_tokens,
+                                    template.item_format, template.joiner, max_items)
+        if kept == 0:
+            raise ValueError(f"user {user}: not even one item fits in history_tokens={history_tokens}")
+        prompt = template.render(descriptions=listing)
+        tokens = counter.count(prompt)
+        if max_prompt_tokens is not None and tokens > max_prompt_tokens:
+            raise ValueError(f"user {user}: prompt of {tokens} tokens exceeds max_prompt_tokens={max_prompt_tokens} "
+                             f"(history {history_tokens} tokens + template {template.name!r}); lower history_tokens")
+        out.append(UserPrompt(user, prompt, kept, len(items), tokens))
+    return out
+
+
+def write_prompts(path: str, prompts: List[UserPrompt], template: PromptTemplate, counter_name: str,
+                  leaky: bool = False) -> dict:
+    """Writes the prompts that would be sent, one JSON object per user, atomically; returns a summary."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".prompts-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for p in prompts:
+            f.write(json.dumps({"user_id": p.user_id, "prompt": p.text, "prompt_tokens": p.tokens,
+                                "items_listed": p.n_items, "items_in_history": p.n_history,
+                                "template": template.name, "template_hash": template.hash,
+                                "token_counter": counter_name, "leaky": leaky}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    counts = [p.tokens for p in prompts if p.tokens is not None]
+    return {"users": len(prompts), "empty_histories": sum(p.text is None for p in prompts),
+            "prompt_tokens_total": sum(counts), "prompt_tokens_max": max(counts, default=0),
+            "prompt_tokens_mean": round(sum(counts) / max(len(counts), 1), 1)}
+
+
+def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTemplate, store_path: str,
+                         output: str, empty_text: str = "", progress: bool = True, limit: Optional[int] = None) -> dict:
+    """Generates the missing preference texts and writes ``output`` (JSONL ``user_id``/``text``).
+
+    Args:
+        prompts: from :func:`build_prompts`.
+        backend: a :class:`~mllmrec_pyg.reasoning.backends.base.Backend`.
+        template: the template the prompts were rendered with.
+        store_path: the append-only generation store (resumable).
+        output: the user texts file, written atomically once every user has a text.
+        empty_text: the text of a user with no training item (no prompt is sent).
+        progress: tqdm bar.
+        limit: generate at most this many users (a partial run; ``output`` is then not written).
+
+    Returns the run statistics (:class:`~mllmrec_pyg.reasoning.runner.RunStats` as a dict).
+    """
+    store = GenerationStore(store_path)
+    jobs = [Job(p.user_id, p.text, prompt_tokens=p.tokens) for p in prompts if p.text is not None]
+    empty = [p.user_id for p in prompts if p.text is None]
+    if empty:
+        log.warning("%d users have no training interaction; they get the text %r", len(empty), empty_text)
+    partial = limit is not None and limit < len(jobs)
+    records = generate_jobs(jobs[:limit] if partial else jobs, backend, template, store,
+                            desc="preferences", progress=progress)
+    stats = generate_jobs.last_stats.as_dict()
+    if not partial:
+        texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts}
+        write_texts(output, "user_id", texts)
+    stats["written"] = None if partial else output
+    return stats
+
+
+def resolve_template(spec) -> PromptTemplate:
+    return get_template(spec)
