@@ -45,7 +45,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed (the kill-and-resume test does that on purpose)
 
     def do_GET(self):
         if self.path.rstrip("/").endswith("/stats"):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from mllmrec_pyg.reasoning.backends.base import Backend, GenerationError
+from mllmrec_pyg.reasoning.histories import WordCounter
 from mllmrec_pyg.reasoning.store import GenerationStore, record_key, sha256_text
 from mllmrec_pyg.reasoning.templates import PromptTemplate
 
@@ -74,19 +75,21 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
         seen.add(job.id)
         job.key = record_key(backend.model_id, template.hash, sha256_text(job.prompt, job.image_hash), settings)
     stats = RunStats()
-    pending = [j for j in jobs if j.key not in store]
-    stats.reused = len(jobs) - len(pending)
+    # Two jobs with the same input (e.g. users with identical lists) share one generation.
+    pending = list({j.key: j for j in reversed(jobs) if j.key not in store}.values())
+    stats.reused = sum(j.key in store for j in jobs)
     if stats.reused:
         log.info("%s: %d of %d results already in %s", desc, stats.reused, len(jobs), store.path)
     # Similar lengths in one batch waste less padding.
     pending.sort(key=lambda j: (j.prompt_tokens or len(j.prompt), j.id))
     if pending:
         backend = backend.load()
-        counter = counter or backend.token_counter()
+        # Without a tokenizer (a remote server) throughput is counted in words.
+        counter = counter or backend.token_counter() or WordCounter()
     bar = tqdm(total=len(pending), desc=desc, unit="prompt", disable=not progress)
     start = time.perf_counter()
     try:
-        for first in range(0, len(pending), backend.chunk_size):
+        for first in range(0, len(pending), backend.chunk_size if pending else 1):
             chunk = pending[first:first + backend.chunk_size]
             images = [j.image for j in chunk] if any(j.image for j in chunk) else None
             t0 = time.perf_counter()
@@ -101,14 +104,13 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
             for job, raw in zip(chunk, raws):
                 if raw is None:
                     continue
-                prompt_tokens = job.prompt_tokens if job.prompt_tokens is not None else (
-                    counter.count(job.prompt) if counter else None)
-                new_tokens = counter.count(raw) if counter else None
+                prompt_tokens = job.prompt_tokens if job.prompt_tokens is not None else counter.count(job.prompt)
+                new_tokens = counter.count(raw)
                 records.append({
                     "key": job.key, "id": job.id, "model": backend.model_id, "template": template.hash,
                     "template_name": template.name, "input": sha256_text(job.prompt, job.image_hash),
                     "settings": settings, "backend": type(backend).__name__,
-                    "prompt_tokens": prompt_tokens, "generated_tokens": new_tokens,
+                    "prompt_tokens": prompt_tokens, "generated_tokens": new_tokens, "token_counter": counter.name,
                     "batch_seconds": round(seconds, 3), "batch_size": len(chunk),
                     "raw": raw, "text": template.postprocess(raw)})
                 stats.prompt_tokens += prompt_tokens or 0
@@ -116,12 +118,13 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
             store.append(records)
             stats.generated += len(records)
             bar.update(len(records))
-            if counter:
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(gen_tok_s=f"{stats.generated_tokens / max(elapsed, 1e-9):.1f}")
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(gen_tok_s=f"{stats.generated_tokens / max(elapsed, 1e-9):.1f}")
             if failure is not None:
+                failed = [j.id for j, raw in zip(chunk, raws) if raw is None]
                 raise GenerationError(
-                    f"{failure}\n{len(store)} results are stored in {store.path}; "
+                    f"{failure}\nFailed: {', '.join(failed[:10])}{' …' if len(failed) > 10 else ''}. "
+                    f"{len(store)} results are stored in {store.path}; "
                     f"{len(pending) - stats.generated} remain. Fix the cause and rerun the same command "
                     f"to generate only those.") from failure
     finally:
