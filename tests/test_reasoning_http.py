@@ -119,6 +119,14 @@ def test_preferences_cli_partial_failure_then_resume(server, tmp_path, capsys):
     assert all(r["settings"]["max_new_tokens"] == 8 and r["settings"]["seed"] == 2024 for r in rec.values())
     assert main(args) == 0  # a third run generates nothing
     assert stats(server)["served"] - served == 6 - len(store)
+    manifest = tmp_path / "m.json"
+    assert main(args + ["--manifest", str(manifest)]) == 0
+    m = json.loads(manifest.read_text())
+    assert m["users"] == 6 and m["template_hash"] and m["settings"]["max_new_tokens"] == 8
+    assert m["model"] == f"openai:loopback@{server}" and m["throughput"]["generated_tokens"] > 0
+    before = stats(server)["served"]
+    assert main(args + ["--regenerate"]) == 0
+    assert stats(server)["served"] - before == 6
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):

@@ -45,6 +45,10 @@ def register(subparsers) -> None:
     p.add_argument("--leaky", action="store_true",
                    help="use ALL interactions (valid/test included) to MEASURE leakage; never for results")
     p.add_argument("--limit", type=int, help="generate at most this many users (partial run)")
+    p.add_argument("--regenerate", action="store_true",
+                   help="generate every user again even when stored (appended; the newest record wins)")
+    p.add_argument("--manifest", metavar="FILE", help="write the provenance (model, template hash, settings, "
+                                                      "split, date, throughput) of the texts")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -61,7 +65,8 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from mllmrec_pyg.reasoning.preferences import build_prompts, generate_preferences, item_descriptions, write_prompts
+    from mllmrec_pyg.reasoning.preferences import (build_prompts, generate_preferences, item_descriptions,
+                                                   write_manifest, write_prompts)
 
     name = dataset_name(args.dataset_dir, args.name)
     if args.leaky:
@@ -81,6 +86,13 @@ def _run(args) -> int:
     store = args.store or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.store.jsonl")
     output = args.output or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.jsonl")
     stats = generate_preferences(prompts, spec, template, store, output, args.empty_text,
-                                 progress=not args.no_progress, limit=args.limit)
+                                 progress=not args.no_progress, limit=args.limit, regenerate=args.regenerate)
+    if args.manifest and stats["written"]:
+        write_manifest(args.manifest, prompts, spec, template, store, output, args.dataset_dir, extra={
+            "item_template": args.item_template, "history_tokens": args.history_tokens,
+            "item_tokens": args.item_tokens, "max_items": args.max_items, "empty_text": args.empty_text,
+            "budget_rule": "most recent training items first; each description cut to item_tokens; items added "
+                           "while the list fits history_tokens; kept items listed oldest first"})
+        stats["manifest"] = args.manifest
     print(json.dumps({"store": store, **stats}))
     return 0

@@ -114,7 +114,8 @@ def write_prompts(path: str, prompts: List[UserPrompt], template: PromptTemplate
 
 
 def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTemplate, store_path: str,
-                         output: str, empty_text: str = "", progress: bool = True, limit: Optional[int] = None) -> dict:
+                         output: str, empty_text: str = "", progress: bool = True, limit: Optional[int] = None,
+                         regenerate: bool = False) -> dict:
     """Generates the missing preference texts and writes ``output`` (JSONL ``user_id``/``text``).
 
     Args:
@@ -126,6 +127,7 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
         empty_text: the text of a user with no training item (no prompt is sent).
         progress: tqdm bar.
         limit: generate at most this many users (a partial run; ``output`` is then not written).
+        regenerate: generate every user again even when stored.
 
     Returns the run statistics (:class:`~mllmrec_pyg.reasoning.runner.RunStats` as a dict).
     """
@@ -136,7 +138,7 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
         log.warning("%d users have no training interaction; they get the text %r", len(empty), empty_text)
     partial = limit is not None and limit < len(jobs)
     records = generate_jobs(jobs[:limit] if partial else jobs, backend, template, store,
-                            desc="preferences", progress=progress)
+                            desc="preferences", progress=progress, regenerate=regenerate)
     stats = generate_jobs.last_stats.as_dict()
     if not partial:
         texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts}
@@ -145,5 +147,62 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
     return stats
 
 
-def resolve_template(spec) -> PromptTemplate:
-    return get_template(spec)
+def write_manifest(path: str, prompts: List[UserPrompt], backend, template: PromptTemplate, store_path: str,
+                   output: str, dataset_dir: str, extra: Optional[dict] = None) -> dict:
+    """Writes (atomically) and returns the provenance of a preference texts file: model,
+    template and its hash, generation settings, the dataset's split (``split.json``
+    when present), date, and the throughput summed over the store records behind the
+    texts (so it is right across resumed runs: each record carries its batch's wall
+    time and size).
+
+    Args:
+        path: the manifest JSON.
+        prompts: the prompts of the texts (:func:`build_prompts`).
+        backend: the backend or spec (``model_id``, ``settings``).
+        template: the preference template.
+        store_path, output: the store and the texts file.
+        dataset_dir: the dataset (its ``split.json`` is copied in).
+        extra: more fields (e.g. history budget and item template).
+    """
+    import hashlib
+    import time
+
+    from mllmrec_pyg.reasoning.store import GenerationStore, record_key, sha256_text
+
+    store = GenerationStore(store_path)
+    settings = backend.settings.as_dict()
+    records = [store.get(record_key(backend.model_id, template.hash, sha256_text(p.text, None), settings))
+               for p in prompts if p.text is not None]
+    missing = sum(r is None for r in records)
+    if missing:
+        raise ValueError(f"{store_path}: {missing} users have no stored text yet; generate them first")
+    seconds = sum(r["batch_seconds"] / r["batch_size"] for r in records)
+    prompt_tokens = sum(r.get("prompt_tokens") or 0 for r in records)
+    generated = sum(r.get("generated_tokens") or 0 for r in records)
+    split_file = os.path.join(dataset_dir, "split.json")
+    with open(output, "rb") as f:
+        texts_sha = hashlib.sha256(f.read()).hexdigest()
+    manifest = {
+        "texts": os.path.basename(output), "texts_sha256": texts_sha, "store": os.path.basename(store_path),
+        "users": len(prompts), "users_without_history": sum(p.text is None for p in prompts),
+        "model": backend.model_id, "backend": getattr(backend, "kind", type(backend).__name__),
+        "template": template.name, "template_hash": template.hash, "template_text": template.text,
+        "settings": settings, "leaky": False,
+        "split": json.load(open(split_file)) if os.path.isfile(split_file) else None,
+        "date": time.strftime("%Y-%m-%d"),
+        "throughput": {
+            "generation_seconds": round(seconds, 1), "prompt_tokens": prompt_tokens, "generated_tokens": generated,
+            "prompt_tokens_per_s": round(prompt_tokens / seconds, 2) if seconds else None,
+            "generated_tokens_per_s": round(generated / seconds, 2) if seconds else None,
+            "users_per_minute": round(60 * len(records) / seconds, 2) if seconds else None,
+            "batch_size": max((r["batch_size"] for r in records), default=None),
+            "note": "wall time of the generate() calls summed over batches (model loading excluded)"},
+        **(extra or {}),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return manifest

@@ -47,7 +47,8 @@ class RunStats:
 
 
 def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplate, store: GenerationStore,
-                  counter=None, desc: str = "generate", progress: bool = True) -> Dict[str, dict]:
+                  counter=None, desc: str = "generate", progress: bool = True,
+                  regenerate: bool = False) -> Dict[str, dict]:
     """Generates every job whose result is not in ``store`` yet; returns ``{job id: record}``.
 
     Args:
@@ -60,6 +61,8 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
         counter: token counter for the throughput figures (``None``: the backend's, if any).
         desc: progress-bar label.
         progress: show a tqdm bar (rate and ETA).
+        regenerate: generate every job again even when stored (the new records are
+            appended; on reading, the last record of a key wins).
 
     The run's :class:`RunStats` is in ``generate_jobs.last_stats``. A backend failure
     raises :class:`GenerationError` saying how many results are stored and that a rerun
@@ -76,8 +79,8 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
         job.key = record_key(backend.model_id, template.hash, sha256_text(job.prompt, job.image_hash), settings)
     stats = RunStats()
     # Two jobs with the same input (e.g. users with identical lists) share one generation.
-    pending = list({j.key: j for j in reversed(jobs) if j.key not in store}.values())
-    stats.reused = sum(j.key in store for j in jobs)
+    pending = list({j.key: j for j in reversed(jobs) if regenerate or j.key not in store}.values())
+    stats.reused = 0 if regenerate else sum(j.key in store for j in jobs)
     if stats.reused:
         log.info("%s: %d of %d results already in %s", desc, stats.reused, len(jobs), store.path)
     # Similar lengths in one batch waste less padding.
