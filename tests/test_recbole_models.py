@@ -241,3 +241,24 @@ def test_scipy_dok_compat_matches_item_assignment():
     for (i, j), v in data.items():
         b[i, j] = v
     assert (a.tocsr() != b.tocsr()).nnz == 0
+
+
+def test_ui_gcn_matches_the_reference_formula(tiny):
+    config_file, *_ = tiny
+    _, _, train, model = build(config_file, {"n_ui_layers": 1})
+    model.eval()
+    with torch.no_grad():
+        e_u, e_i = model._all_outputs()
+        users = torch.arange(model.n_users)
+        base = torch.cat([model.user_tower(model.user_x[users]), model.item_tower(model.item_h)])
+        n = model.n_users + model.n_items
+        inter = train._dataset.inter_matrix(form="coo")
+        a = torch.zeros(n, n)
+        a[inter.row, inter.col + model.n_users] = 1.0
+        a[inter.col + model.n_users, inter.row] = 1.0
+        deg = a.sum(1)
+        d = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
+        a_hat = d[:, None] * a * d[None, :]
+        unit = torch.nn.functional.normalize(base, dim=-1)
+        expected = base + unit + a_hat @ unit
+    torch.testing.assert_close(torch.cat([e_u, e_i]), expected, rtol=1e-5, atol=1e-5)

@@ -41,9 +41,10 @@ Config keys (defaults in ``recbole_models/yaml/mllmrec.yaml``):
 - ``n_item_layers`` (int): item-graph LightGCN layers :math:`L_{item}` (1);
   ``0`` is "w/o GCN" (:math:`\mathbf{H} = \mathbf{X}`).
 - ``n_ui_layers`` (int): user-item LightGCN layers on both towers' outputs (0);
-  ``> 0`` is the paper's "+UI-GCN": :math:`[\mathbf{E}_U; \mathbf{E}_I]` is
-  propagated on the symmetric-normalised training bipartite graph (PyG
-  ``LGConv``, ``normalize=True``) and the layers are averaged as in LightGCN.
+  ``> 0`` is the paper's "+UI-GCN", as in the reference code:
+  :math:`\mathbf{Z} = \sum_{l=0}^{L_{ui}} \hat{A}^l\,\mathrm{normalize}([\mathbf{E}_U; \mathbf{E}_I])`
+  with :math:`\hat{A}` the symmetric-normalised training bipartite graph and
+  row-wise L2 normalisation, then :math:`\mathbf{E} \leftarrow \mathbf{E} + \mathbf{Z}`.
   This needs every user and item each step.
 - ``use_preference`` (bool): ``False`` replaces :math:`\mathbf{p}_u` by a
   learnable, Xavier-initialised vector of the same size, "w/o RS" (True).
@@ -56,6 +57,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch_geometric.data import Data
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.transforms import Compose
@@ -140,7 +142,7 @@ class MLLMRec(GeneralRecommender):
                               add_self_loops=False)
             self.register_buffer("ui_edge_index", ei, persistent=False)
             self.register_buffer("ui_edge_weight", ew, persistent=False)
-            self.ui_gcn = LightGCN(num_layers=self.n_ui_layers, combine="mean")
+            self.ui_gcn = LightGCN(num_layers=self.n_ui_layers, combine="sum")
 
         self.loss = BPRLoss()
         self.apply(xavier_uniform_initialization)
@@ -174,8 +176,9 @@ class MLLMRec(GeneralRecommender):
         e_u = self.user_tower(self._user_input(users))
         e_i = self.item_tower(self.item_h)
         if self.n_ui_layers > 0:
-            z = self.ui_gcn(torch.cat([e_u, e_i]), self.ui_edge_index, self.ui_edge_weight)
-            e_u, e_i = torch.split(z, [self.n_users, self.n_items])
+            e = torch.cat([e_u, e_i])
+            z = self.ui_gcn(F.normalize(e, dim=-1), self.ui_edge_index, self.ui_edge_weight)
+            e_u, e_i = torch.split(e + z, [self.n_users, self.n_items])
         return e_u, e_i
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
