@@ -20,6 +20,7 @@ Example config (every key but ``dataset_dir`` optional; see docs/reasoning.md)::
       batch_size: 16
       max_new_tokens: 72
       repetition_penalty: 1.15
+      manifest: preferences.manifest.json   # provenance and throughput
     encode:
       user_texts: preferences        # or history (no LLM) / none
 """
@@ -38,7 +39,7 @@ STAGE_KEYS = {
                                        "items_output"},
     "preferences": BACKEND_KEYS | {"enabled", "template", "item_template", "history_tokens", "item_tokens",
                                    "max_items", "max_prompt_tokens", "split_column", "empty_text", "store",
-                                   "output", "leaky"},
+                                   "output", "leaky", "manifest"},
     "encode": {"enabled", "model", "item_texts", "user_texts", "item_suffix", "user_suffix", "batch_size"},
 }
 TOP_KEYS = {"dataset_dir", "name"} | set(STAGE_KEYS)
@@ -60,8 +61,8 @@ def load_config(path: str) -> dict:
     if "dataset_dir" not in cfg:
         raise ValueError(f"{path}: needs 'dataset_dir'")
     base = os.path.dirname(os.path.abspath(path))
-    if not os.path.isabs(cfg["dataset_dir"]) and not os.path.isdir(cfg["dataset_dir"]):
-        cfg["dataset_dir"] = os.path.join(base, cfg["dataset_dir"])  # relative to the config file
+    if not os.path.isabs(cfg["dataset_dir"]):
+        cfg["dataset_dir"] = os.path.normpath(os.path.join(base, cfg["dataset_dir"]))  # relative to the config file
     for stage, known in STAGE_KEYS.items():
         section = cfg.get(stage)
         if section is None:
@@ -72,6 +73,12 @@ def load_config(path: str) -> dict:
         if unknown:
             raise ValueError(f"{path}: unknown keys in '{stage}': {sorted(unknown)} (known: {sorted(known)})")
     return cfg
+
+
+def _path(dataset_dir: str, value, default: str) -> str:
+    """A stage file: ``value`` (relative to the dataset directory) or ``default`` there."""
+    value = value or default
+    return value if os.path.isabs(value) else os.path.join(dataset_dir, value)
 
 
 def register(subparsers) -> None:
@@ -102,10 +109,10 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
 
     img = cfg.get("describe_images")
     if img and img.get("enabled", True):
-        items_file = img.get("items_output") or os.path.join(d, f"{name}.items.jsonl")
+        items_file = _path(d, img.get("items_output"), f"{name}.items.jsonl")
         if "describe_images" in stages:
-            output = img.get("output") or os.path.join(d, f"{name}.images.jsonl")
-            store = img.get("store") or os.path.join(d, f"{name}.images.store.jsonl")
+            output = _path(d, img.get("output"), f"{name}.images.jsonl")
+            store = _path(d, img.get("store"), f"{name}.images.store.jsonl")
             stats = describe_images(d, backend_from_config(img), get_template(img.get("template", "image")), store,
                                     output, progress=progress, name=name, image_column=img.get("image_column"),
                                     image_dir=img.get("image_dir"), allow_urls=bool(img.get("allow_urls")),
@@ -118,7 +125,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
     users_file = None
     if pref.get("enabled", True):
         suffix = ".leaky" if pref.get("leaky") else ""
-        users_file = pref.get("output") or os.path.join(d, f"{name}.preferences{suffix}.jsonl")
+        users_file = _path(d, pref.get("output"), f"{name}.preferences{suffix}.jsonl")
         if "preferences" in stages:
             spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref})
             template = get_template(pref.get("template", "preference-fewshot"))
@@ -128,9 +135,15 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
             prompts = build_prompts(d, template, descriptions, counter, name, pref.get("history_tokens", 256),
                                     pref.get("item_tokens", 48), pref.get("max_items"), pref.get("max_prompt_tokens"),
                                     bool(pref.get("leaky")), pref.get("split_column"))
-            store = pref.get("store") or os.path.join(d, f"{name}.preferences{suffix}.store.jsonl")
+            store = _path(d, pref.get("store"), f"{name}.preferences{suffix}.store.jsonl")
             stats = generate_preferences(prompts, spec, template, store, users_file, pref.get("empty_text", ""),
                                          progress=progress)
+            if pref.get("manifest"):
+                from mllmrec_pyg.reasoning.preferences import write_manifest
+
+                stats["manifest"] = _path(d, pref["manifest"], "")
+                write_manifest(stats["manifest"], prompts, spec, template, store, users_file, d, extra={
+                    k: pref.get(k) for k in ("item_template", "history_tokens", "item_tokens", "max_items")})
             report["preferences"] = {"store": store, **stats}
 
     enc = cfg.get("encode") or {}
