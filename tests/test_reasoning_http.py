@@ -160,3 +160,24 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_describe_images_through_the_server(server, tmp_path, capsys):
+    import hashlib
+
+    from PIL import Image
+
+    d = tmp_path / "shop"
+    (d / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(d / "img" / "a.png")
+    (d / "shop.item").write_text("item_id:token\ttitle:token_seq\timage:token\n"
+                                 "1\tBlue cup\timg/a.png\n2\tPlate\timg/none.png\n")
+    assert main(["describe-images", str(d), "--backend", "openai", "--model", "loopback", "--base-url", server,
+                 "--max-new-tokens", "5", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["described"] == 1 and "item 2" in report["skipped"][0]
+    text = json.loads(open(d / "shop.images.jsonl").readline())["text"]
+    digest = hashlib.sha256((d / "img" / "a.png").read_bytes()).hexdigest()[:12]
+    assert f"image:{digest}" in text  # the image travelled as a data URL
+    items = [json.loads(x) for x in open(d / "shop.items.jsonl")]
+    assert "Blue cup" in items[0]["text"] and f"image:{digest}" in items[0]["text"]
