@@ -299,3 +299,12 @@ def test_cli_prepare_amazon_prints_counts(tmp_path, capsys):
     assert "nope.json.gz: no such file" in capsys.readouterr().err
     assert cli_main(["prepare", "amazon", "--reviews", str(rpath), "--out", str(out)]) == 2
     assert "already holds a prepared dataset" in capsys.readouterr().err
+
+
+def test_cli_prepare_movielens(tmp_path, capsys):
+    out = tmp_path / "ml-100k"
+    assert cli_main(["prepare", "movielens", "--out", str(out), "--seed", "5"]) == 0
+    assert "943 users, 1682 items, 100000 interactions" in capsys.readouterr().out
+    assert json.loads((out / "split.json").read_text())["seed"] == 5
+    assert cli_main(["prepare", "movielens", "--out", str(out)]) == 2  # refuses to replace the split
+    assert "--overwrite" in capsys.readouterr().err
