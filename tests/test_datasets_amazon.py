@@ -308,3 +308,31 @@ def test_cli_prepare_movielens(tmp_path, capsys):
     assert json.loads((out / "split.json").read_text())["seed"] == 5
     assert cli_main(["prepare", "movielens", "--out", str(out)]) == 2  # refuses to replace the split
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_relative_out_gives_relative_data_path(tmp_path, monkeypatch):
+    import yaml
+
+    rpath, mpath, _ = write_amazon_fixture(tmp_path / "raw")
+    monkeypatch.chdir(tmp_path)
+    prepare_amazon(str(rpath), "data/toy", meta=str(mpath))
+    config = yaml.safe_load(open("data/toy/toy.yaml"))
+    assert config["data_path"] == "data/"
+    assert os.path.isfile(os.path.join(config["data_path"], "toy", "toy.train.inter"))
+
+
+def test_bad_csv_and_truncated_gzip(tmp_path):
+    path = tmp_path / "ratings_X.csv"
+    path.write_text("A1,B1,5.0,100\nA2,B1,4.0\n")
+    with pytest.raises(ValueError, match=r"ratings_X.csv, line 2: expected 4 comma-separated columns"):
+        read_reviews(str(path))
+    rpath, _, _ = write_amazon_fixture(tmp_path / "raw")
+    data = open(rpath, "rb").read()
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut.json.gz, line \d+: cannot read"):
+        read_reviews(str(cut))
+    empty = tmp_path / "empty.json"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.json: no reviews"):
+        read_reviews(str(empty))

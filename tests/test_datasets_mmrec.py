@@ -169,3 +169,27 @@ def test_recbole_trains_on_prepared_and_imported_data(tmp_path):
     result = _train("MLLMRec", "toymm", tmp_path / "data" / "toymm" / "toymm.yaml", tmp_path,
                     embedding_size=8, hidden_size=16, knn_k=3, cooc_k=3)
     assert "recall@20" in result["test_result"]
+
+
+def test_export_of_a_prepared_amazon_dataset_keeps_ids_and_split(tmp_path):
+    from test_datasets_amazon import write_amazon_fixture
+    from mllmrec_pyg.datasets.amazon import prepare_amazon
+
+    rpath, mpath, _ = write_amazon_fixture(tmp_path / "raw")
+    ours = tmp_path / "data" / "toy"
+    prepare_amazon(str(rpath), str(ours), meta=str(mpath))
+    summary = export_mmrec(str(ours), str(tmp_path / "mm" / "toy"))
+    assert summary["ids"] == {"users": "kept", "items": "kept"} and summary["features"] == {}
+    inter = pd.read_csv(tmp_path / "mm" / "toy" / "toy.inter", sep="\t")
+    for label, split in enumerate(("train", "valid", "test")):
+        part = pd.read_csv(ours / f"toy.{split}.inter", sep="\t")
+        mine = inter[inter.x_label == label]
+        assert sorted(zip(part["user_id:token"], part["item_id:token"])) == sorted(zip(mine.userID, mine.itemID))
+    assert (tmp_path / "mm" / "toy" / "i_id_mapping.csv").read_text() == (ours / "i_id_mapping.csv").read_text()
+    # ... and the MMRec copy imports back to the same split files.
+    back = tmp_path / "again" / "toy"
+    import_mmrec(str(tmp_path / "mm" / "toy"), str(back))
+    for split in ("train", "valid", "test"):
+        a = pd.read_csv(ours / f"toy.{split}.inter", sep="\t").sort_values(["user_id:token", "item_id:token"])
+        b = pd.read_csv(back / f"toy.{split}.inter", sep="\t").sort_values(["user_id:token", "item_id:token"])
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
