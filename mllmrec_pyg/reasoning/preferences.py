@@ -189,7 +189,8 @@ def write_manifest(path: str, prompts: List[UserPrompt], backend, template: Prom
         "template": template.name, "template_hash": template.hash, "template_text": template.text,
         "settings": settings, "leaky": False,
         "split": json.load(open(split_file)) if os.path.isfile(split_file) else None,
-        "date": time.strftime("%Y-%m-%d"),
+        # The generation date (newest record), not the date this manifest was rewritten.
+        "date": max((r.get("created", "")[:10] for r in records), default="") or time.strftime("%Y-%m-%d"),
         "throughput": {
             "generation_seconds": round(seconds, 1), "prompt_tokens": prompt_tokens, "generated_tokens": generated,
             "prompt_tokens_per_s": round(prompt_tokens / seconds, 2) if seconds else None,
@@ -199,6 +200,14 @@ def write_manifest(path: str, prompts: List[UserPrompt], backend, template: Prom
             "note": "wall time of the generate() calls summed over batches (model loading excluded)"},
         **(extra or {}),
     }
+    if os.path.isfile(path):
+        try:
+            previous = json.load(open(path, encoding="utf-8"))
+        except ValueError:
+            previous = {}
+        if previous.get("texts_sha256") == texts_sha:
+            # Same texts: keep fields added by hand (e.g. notes on the machine of the run).
+            manifest = {**{k: v for k, v in previous.items() if k not in manifest}, **manifest}
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
