@@ -207,7 +207,7 @@ def write_manifest(path: str, prompts: List[UserPrompt], backend, template: Prom
             previous = {}
         if previous.get("texts_sha256") == texts_sha:
             # Same texts: keep fields added by hand (e.g. notes on the machine of the run).
-            manifest = {**{k: v for k, v in previous.items() if k not in manifest}, **manifest}
+            manifest = {**manifest, **{k: v for k, v in previous.items() if k not in manifest}}
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
