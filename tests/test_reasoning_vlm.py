@@ -115,6 +115,9 @@ encode:
     assert main(["pipeline", "--config", str(cfg), "--no-progress"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["describe_images"]["generated"] == 0 and again["preferences"]["generated"] == 0
+    assert main(["pipeline", "--config", str(cfg), "--no-progress", "--regenerate", "--stages", "preferences"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert forced["preferences"]["generated"] == 2 and "describe_images" not in forced
     cfg.write_text(cfg.read_text() + "bogus: 1\n")
     assert main(["pipeline", "--config", str(cfg)]) == 2
     assert "unknown keys ['bogus']" in capsys.readouterr().err

@@ -87,12 +87,16 @@ def register(subparsers) -> None:
     p.add_argument("--config", required=True, help="pipeline YAML")
     p.add_argument("--stages", default="describe_images,preferences,encode",
                    help="comma-separated stages to run (default: all that the config enables)")
+    p.add_argument("--regenerate", action="store_true",
+                   help="generate every text again even when stored (new records are appended; the newest wins)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
-def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"), progress: bool = True) -> dict:
-    """Runs the enabled stages of a checked config (:func:`load_config`); returns a report per stage."""
+def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"), progress: bool = True,
+                 regenerate: bool = False) -> dict:
+    """Runs the enabled stages of a checked config (:func:`load_config`); returns a report per stage.
+    ``regenerate`` generates every text again even when stored (appended to the stores)."""
     from mllmrec_pyg.reasoning.describe import describe_images, fused_item_texts
     from mllmrec_pyg.reasoning.histories import WordCounter
     from mllmrec_pyg.reasoning.preferences import build_prompts, generate_preferences, item_descriptions
@@ -117,7 +121,8 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
                                     output, progress=progress, name=name, image_column=img.get("image_column"),
                                     image_dir=img.get("image_dir"), allow_urls=bool(img.get("allow_urls")),
                                     category=img.get("category", "the product"),
-                                    category_column=img.get("category_column"), strict=bool(img.get("strict")))
+                                    category_column=img.get("category_column"), strict=bool(img.get("strict")),
+                                    regenerate=regenerate)
             fused_item_texts(d, items_file, name, img.get("item_template"), read_texts(output, "item_id"))
             report["describe_images"] = {"store": store, "items": items_file, **stats}
 
@@ -137,7 +142,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
                                     bool(pref.get("leaky")), pref.get("split_column"))
             store = _path(d, pref.get("store"), f"{name}.preferences{suffix}.store.jsonl")
             stats = generate_preferences(prompts, spec, template, store, users_file, pref.get("empty_text", ""),
-                                         progress=progress)
+                                         progress=progress, regenerate=regenerate)
             if pref.get("manifest"):
                 from mllmrec_pyg.reasoning.preferences import write_manifest
 
@@ -181,6 +186,6 @@ def run(args) -> int:
 def _run(args) -> int:
     cfg = load_config(args.config)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    report = run_pipeline(cfg, stages, progress=not args.no_progress)
+    report = run_pipeline(cfg, stages, progress=not args.no_progress, regenerate=args.regenerate)
     print(json.dumps(report, indent=1))
     return 0

@@ -123,13 +123,15 @@ def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] =
 
 
 def describe_images(dataset_dir: str, backend, template: PromptTemplate, store_path: str, output: str,
-                    progress: bool = True, **job_options) -> dict:
+                    progress: bool = True, regenerate: bool = False, **job_options) -> dict:
     """Describes every usable item image through the store and writes ``output``
-    (JSONL ``item_id``/``text``, atomically). ``job_options`` go to :func:`image_jobs`.
+    (JSONL ``item_id``/``text``, atomically). ``regenerate`` describes stored images again;
+    ``job_options`` go to :func:`image_jobs`.
     Returns the run statistics and the skipped images."""
     jobs, problems = image_jobs(dataset_dir, template, **job_options)
     store = GenerationStore(store_path)
-    records = generate_jobs(jobs, backend, template, store, desc="describe-images", progress=progress)
+    records = generate_jobs(jobs, backend, template, store, desc="describe-images", progress=progress,
+                            regenerate=regenerate)
     write_texts(output, "item_id", {j.id: records[j.id]["text"] for j in jobs})
     stats = generate_jobs.last_stats.as_dict()
     stats.update(described=len(jobs), skipped=[str(p) for p in problems], written=output)
