@@ -93,7 +93,9 @@ def run(args) -> int:
     if args.regenerate or not os.path.isfile(prefs):
         if not args.regenerate:
             print(f"{prefs} is missing: generating it (this is the slow LLM stage)")
-        code = cli_main(["pipeline", "--config", os.path.join(data_dir, "preferences.pipeline.yaml")])
+        argv = ["pipeline", "--config", os.path.join(data_dir, "preferences.pipeline.yaml")]
+        # Without --regenerate the pipeline would only reuse the texts already in its store.
+        code = cli_main(argv + (["--regenerate"] if args.regenerate else []))
         if code:
             return code
     manifest = os.path.join(data_dir, "preferences.manifest.json")
