@@ -30,6 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--regenerate", action="store_true",
                    help="regenerate the preference texts with the LLM stage (Gemma 3 270M, slow on CPU)")
     p.add_argument("--graph-only", action="store_true", help="stop after the graph statistics")
+    p.add_argument("--verbose", action="store_true",
+                   help="show RecBole's per-epoch log (state INFO; default WARNING)")
     p.set_defaults(func=run)
 
 
@@ -117,7 +119,8 @@ def run(args) -> int:
     results = []
     for name in args.runs:
         print(f"-- {name}", flush=True)
-        (result,) = compare([name], "ml-100k", [config_file], variants=variants)
+        (result,) = compare([name], "ml-100k", [config_file], variants=variants,
+                            config_dict=None if args.verbose else {"state": "WARNING"})
         print(f"   test {result['test_result']}  best epoch {result['best_epoch']}  "
               f"{result['train_time']:.0f} s", flush=True)
         results.append(result)
