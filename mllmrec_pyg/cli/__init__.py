@@ -10,6 +10,8 @@ import importlib
 import pkgutil
 import sys
 
+from mllmrec_pyg.reasoning.backends.base import GenerationError
+
 
 def _subcommand_modules():
     """Every module of this package not starting with ``_``, sorted by name: adding a
@@ -37,6 +39,11 @@ def main(argv=None) -> int:
         # Bad input: one clear line, no traceback.
         print(f"mllmrec {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except GenerationError as err:
+        # Not bad input but a failed generation (server down, timeout, refusal): the
+        # finished results are stored, so a rerun resumes.
+        print(f"mllmrec {args.command}: generation failed: {err}", file=sys.stderr)
+        return 1
     return int(code or 0)
 
 

@@ -8,7 +8,6 @@ Example (an OpenAI-compatible server such as vLLM)::
 """
 import json
 import os
-import sys
 
 from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, dataset_name
 from mllmrec_pyg.reasoning.templates import get_template
@@ -44,17 +43,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mllmrec_pyg.reasoning.backends import GenerationError
-
-    try:
-        return _run(args)
-    except GenerationError as err:
-        # Not bad input but a failed generation: say what happened and that a rerun resumes.
-        print(f"mllmrec {args.command}: generation failed: {err}", file=sys.stderr)
-        return 1
-
-
-def _run(args) -> int:
     from mllmrec_pyg.reasoning.describe import describe_images, fused_item_texts
     from mllmrec_pyg.text.io import read_texts
 

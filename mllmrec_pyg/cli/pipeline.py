@@ -26,7 +26,6 @@ Example config (every key but ``dataset_dir`` optional; see docs/reasoning.md)::
 """
 import json
 import os
-import sys
 
 from mllmrec_pyg.reasoning.cli_args import backend_from_config, dataset_name
 
@@ -173,17 +172,6 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
 
 
 def run(args) -> int:
-    from mllmrec_pyg.reasoning.backends import GenerationError
-
-    try:
-        return _run(args)
-    except GenerationError as err:
-        # Not bad input but a failed generation: say what happened and that a rerun resumes.
-        print(f"mllmrec {args.command}: generation failed: {err}", file=sys.stderr)
-        return 1
-
-
-def _run(args) -> int:
     cfg = load_config(args.config)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     report = run_pipeline(cfg, stages, progress=not args.no_progress, regenerate=args.regenerate)

