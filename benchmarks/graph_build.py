@@ -12,7 +12,8 @@ Prints, in one run:
    Amazon-Clothing size (39,387 users, 23,033 items, 278,677 interactions) and 10x.
 
 Each measurement runs in a fresh subprocess, so its peak resident memory
-(``ru_maxrss`` minus the resident size before the measured step) is its own.
+(``ru_maxrss`` minus the resident size before the measured step) is its own; the
+whole process's peak RSS (interpreter, torch, the input features) is printed too.
 
     python benchmarks/graph_build.py                # everything that fits this machine
     python benchmarks/graph_build.py --only 1 4     # some sections
@@ -115,6 +116,7 @@ def worker(task: str, n: int, d: int, device: str, k: int, threshold: float) -> 
         result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result["peak_mb"] = max(peak_mb() - base, 0.0)
+        result["peak_rss_mb"] = peak_mb()  # the whole process: interpreter, torch, inputs
     return result
 
 
@@ -131,6 +133,7 @@ def show(r: dict) -> str:
     if "error" in r:
         return f"  {r['task']:<8} N={r['n']:>9,}  FAILED: {r['error']}"
     return (f"  {r['task']:<8} N={r['n']:>9,}  {r['seconds']:8.2f} s   peak +{r['peak_mb']:9.1f} MiB"
+            + (f" (process peak RSS {r['peak_rss_mb']:,.0f} MiB)" if "peak_rss_mb" in r else "")
             + (f"   edges {r['edges']:,}" if "edges" in r else ""))
 
 

@@ -166,9 +166,6 @@ def bench(label, dataset, cfg, epochs):
     t_ours = time_epoch(model.calculate_loss, params, batches, epochs)
     model.eval()
 
-    def ours_predict(u):
-        return model.full_sort_predict({model.USER_ID: u}).view(len(u), -1)
-
     e_ours, _ = time_eval(model.full_sort_predict, eval_batches, len(eval_batches))
     e_ref, extrapolated = time_eval(lambda b: ref.full_sort_predict(b[uid]), eval_batches, 200)
     with torch.no_grad():
