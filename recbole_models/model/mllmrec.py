@@ -182,15 +182,18 @@ class MLLMRec(GeneralRecommender):
         return e_u, e_i
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Tower outputs for ``user`` [B] and ``item`` [B'] (any shapes of ids)."""
+        """Tower outputs ``[B, d]`` and ``[B', d]`` for the ids ``user`` [B] and ``item`` [B']."""
+        # index_select, not ``t[idx]``: the backward of advanced indexing accumulates
+        # repeated ids in a thread-dependent order on CPU, so two runs with one seed
+        # would drift apart; index_select's backward (index_add) is deterministic.
         if self.n_ui_layers > 0:
             e_u, e_i = self._all_outputs()
-            return e_u[user], e_i[item]
+            return e_u.index_select(0, user.view(-1)), e_i.index_select(0, item.view(-1))
         # Towers only on the distinct ids of the batch, not on every user and item.
-        uu, u_inv = torch.unique(user, return_inverse=True)
-        ii, i_inv = torch.unique(item, return_inverse=True)
-        return (self.user_tower(self._user_input(uu))[u_inv],
-                self.item_tower(self.item_h[ii])[i_inv])
+        uu, u_inv = torch.unique(user.view(-1), return_inverse=True)
+        ii, i_inv = torch.unique(item.view(-1), return_inverse=True)
+        return (self.user_tower(self._user_input(uu)).index_select(0, u_inv),
+                self.item_tower(self.item_h[ii]).index_select(0, i_inv))
 
     # -- RecBole interface ------------------------------------------------------------
     def calculate_loss(self, interaction):
