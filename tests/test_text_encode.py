@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 
 from mllmrec_pyg.cli import main as cli_main
+from mllmrec_pyg.datasets.mmrec import read_feature_file
 from mllmrec_pyg.text.encoder import encode_dataset, encode_texts, history_texts, load_model
 from mllmrec_pyg.text.io import read_texts, write_texts
 from mllmrec_pyg.text.item_text import item_texts
 
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-
-
-def read_feature_file(path):
-    """(tokens, values) of a RecBole feature file written by ``write_feature_file``."""
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        assert header[1].endswith(":float_seq"), header
-        rows = [line.rstrip("\n").split("\t") for line in f]
-    return [r[0] for r in rows], np.array([[float(v) for v in r[1].split()] for r in rows], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
