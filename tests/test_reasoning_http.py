@@ -40,6 +40,16 @@ def server():
     proc.wait(timeout=10)
 
 
+@pytest.fixture()
+def slow_server():
+    # Answers that take 0.3 s: with instant answers one request can finish before
+    # the next is sent, and the overlap the concurrency check needs never happens.
+    proc, url = start_server(delay=0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def write_dataset(d, users=3, per_user=4, name="toy"):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"{name}.item"), "w") as f:
@@ -58,11 +68,12 @@ def write_dataset(d, users=3, per_user=4, name="toy"):
     return d
 
 
-def test_chat_completion_image_and_concurrency(server, tmp_path):
+def test_chat_completion_image_and_concurrency(slow_server, tmp_path):
     from PIL import Image
 
     img = tmp_path / "red.png"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(img)
+    server = slow_server
     b = make_backend("openai", "loopback", GenerationSettings(max_new_tokens=6), base_url=server, concurrency=4)
     prompts = [f"prompt {i}" for i in range(8)]
     out = b.generate(prompts)
