@@ -13,7 +13,7 @@ request, so tests can check what was sent:
 - a prompt containing ``BROKEN`` always gets HTTP 500;
 - a prompt containing ``SLOW`` is answered after 5 s.
 
-``GET /stats`` returns ``{"served": n, "max_in_flight": m, "errors": e}``.
+``GET /stats`` returns ``{"served": n, "in_flight": i, "max_in_flight": m, "errors": e}``.
 """
 import argparse
 import base64
@@ -53,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.rstrip("/").endswith("/stats"):
             with LOCK:
-                self._send(200, {k: STATE[k] for k in ("served", "max_in_flight", "errors")})
+                self._send(200, {k: STATE[k] for k in ("served", "in_flight", "max_in_flight", "errors")})
         elif self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]})
         else:

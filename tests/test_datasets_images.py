@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/down.jpg":
             self._send(500, b"err", "text/plain")
         elif self.path == "/slow.jpg":
-            time.sleep(1.5)
+            time.sleep(3)
             self._send(200, JPEG)
         else:
             self._send(404, b"not found", "text/plain")
@@ -81,7 +81,7 @@ def test_download_checks_retries_and_resumes(tmp_path, server):
             "4": f"{base}/corrupt.jpg", "5": f"{base}/flaky.jpg", "6": f"{base}/missing.jpg",
             "7": f"{base}/down.jpg", "8": f"{base}/slow.jpg", "9": "file:///etc/passwd", "10": ""}
     out = tmp_path / "images"
-    report = download_images(urls, str(out), workers=4, retries=2, timeout=0.5, max_bytes=len(JPEG) + 100,
+    report = download_images(urls, str(out), workers=4, retries=2, timeout=1.0, max_bytes=len(JPEG) + 100,
                              backoff=0.01)
     assert sorted(report.downloaded, key=int) == ["0", "1", "5"]
     assert set(report.failed) == {"2", "3", "4", "6", "7", "8", "9"}
@@ -101,7 +101,7 @@ def test_download_checks_retries_and_resumes(tmp_path, server):
 
     # Second run: the present images are not fetched again; failures are retried.
     before = sum(hits[p] for p in ("/ok.jpg", "/ok.png", "/flaky.jpg"))
-    again = download_images(urls, str(out), workers=2, retries=0, timeout=0.5, max_bytes=len(JPEG) + 100)
+    again = download_images(urls, str(out), workers=2, retries=0, timeout=1.0, max_bytes=len(JPEG) + 100)
     assert sorted(again.existing, key=int) == ["0", "1", "5"] and not again.downloaded
     assert sum(hits[p] for p in ("/ok.jpg", "/ok.png", "/flaky.jpg")) == before
     assert hits["/missing.jpg"] == 2

@@ -32,6 +32,20 @@ def stats(url):
         return json.loads(r.read())
 
 
+def wait_idle(url, timeout=30):
+    """Wait until the server has answered everything sent to it, killed clients' requests
+    included: nothing in flight and the counters unchanged over 0.3 s."""
+    deadline = time.time() + timeout
+    before = stats(url)
+    while time.time() < deadline:
+        time.sleep(0.3)
+        now = stats(url)
+        if now["in_flight"] == 0 and now == before:
+            return now
+        before = now
+    raise AssertionError(f"server still busy after {timeout} s: {now}")
+
+
 @pytest.fixture()
 def server():
     proc, url = start_server()
@@ -157,9 +171,8 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
         child.send_signal(signal.SIGKILL)  # no chance to clean up
         child.wait()
         killed_at = len(GenerationStore(store_path))
-        time.sleep(0.6)  # let the server finish the requests the killed client left in flight
         assert 8 <= killed_at < 40
-        served_before = stats(url)["served"]
+        served_before = wait_idle(url)["served"]  # the requests the killed client left in flight count here
         assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
         lines = open(store_path).read().splitlines()
         records = [json.loads(x) for x in lines]  # every line parses
