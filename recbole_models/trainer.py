@@ -8,6 +8,8 @@ the epoch, and the config as a plain ``{key: str|int|float|bool|None|list|dict}`
 mapping. The safety switch of ``torch.load`` is never turned off.
 """
 import numbers
+import os
+import uuid
 
 import torch
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -36,6 +38,16 @@ class SafeCheckpointMixin:
     """Mixed in front of a RecBole trainer class; also records the best epoch."""
 
     best_epoch = -1
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        if config["single_spec"]:
+            # RecBole names the file <model>-<local time to the second>.pth: two runs of
+            # one model started in the same second (``compare --jobs``, two shells)
+            # would overwrite each other's best checkpoint and test the wrong one.
+            # Distributed ranks keep RecBole's name: every rank must load rank 0's file.
+            base, ext = os.path.splitext(self.saved_model_file)
+            self.saved_model_file = f"{base}-{uuid.uuid4().hex[:8]}{ext}"
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

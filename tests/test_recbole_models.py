@@ -205,6 +205,33 @@ def test_compare_writes_table(tiny, tmp_path):
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["MLLMRec", "BPR", "LightGCN", "MLLMRec w/o TE"]
 
 
+def test_compare_in_processes_equals_one_thread_in_process(tiny):
+    config_file, *_ = tiny
+    names = ["MLLMRec", "BPR", "MLLMRec w/o TE"]
+    finished = []
+    parallel = compare(names, "tiny", [config_file], jobs=2, on_result=lambda r: finished.append(r["name"]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each worker process uses
+    try:
+        serial = compare(names, "tiny", [config_file])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["name"] for r in parallel] == names and sorted(finished) == sorted(names)
+    for p, s in zip(parallel, serial):
+        assert p["test_result"] == s["test_result"] and p["best_epoch"] == s["best_epoch"], p["name"]
+    files = [r["saved_model_file"] for r in parallel + serial]
+    assert len(set(files)) == len(files)  # no run overwrote another's best checkpoint
+
+
+def test_compare_checks_names_and_jobs_before_training(tiny):
+    config_file, *_ = tiny
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        compare(["BPR", "NoSuchModel"], "tiny", [config_file], jobs=1)
+    with pytest.raises(ValueError, match="jobs"):
+        compare(["BPR"], "tiny", [config_file], jobs=-1)
+    assert not os.path.isdir(os.path.join(os.path.dirname(config_file), "saved"))  # nothing ran
+
+
 def test_runner_command_line_overrides_and_no_quick_start(tiny, tmp_path):
     config_file, *_ = tiny
     out = subprocess.run(
