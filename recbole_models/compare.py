@@ -27,8 +27,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -73,13 +72,18 @@ def markdown_table(results: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def _run_in_worker(name: str, model: str, dataset: str, config_file_list, config_dict, saved: bool) -> Dict:
+def _run_in_worker(task) -> Tuple[int, Dict]:
+    i, name, model, dataset, config_file_list, config_dict, saved = task
     import torch
 
     torch.set_num_threads(1)
-    result = run_recbole(model, dataset, config_file_list, config_dict, saved=saved)
+    try:
+        result = run_recbole(model, dataset, config_file_list, config_dict, saved=saved)
+    except Exception as err:
+        # The pool re-raises this in the caller, which would not know which run it was.
+        raise RuntimeError(f"run {name!r} ({model}) failed: {type(err).__name__}: {err}") from err
     result["name"] = name
-    return result
+    return i, result
 
 
 def compare(names: List[str], dataset: str, config_file_list=None, config_dict=None,
@@ -117,21 +121,14 @@ def compare(names: List[str], dataset: str, config_file_list=None, config_dict=N
         return [results[i] for i in range(len(runs))]
     # spawn: a fresh interpreter per run (fork would copy this process's torch
     # threads and RecBole's global logger); one run per process, then it exits.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
-        pending = {pool.submit(_run_in_worker, name, model, dataset, config_file_list,
-                               dict(config_dict or {}, **overrides), saved): i
-                   for i, (name, model, overrides) in enumerate(runs)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                i = pending.pop(future)
-                if future.exception() is not None:
-                    pool.shutdown(cancel_futures=True)
-                    raise RuntimeError(f"run {runs[i][0]!r} failed") from future.exception()
-                results[i] = future.result()
-                if on_result:
-                    on_result(results[i])
+    # Leaving the `with` terminates the pool: a failed run stops the others at once.
+    tasks = [(i, name, model, dataset, config_file_list, dict(config_dict or {}, **overrides), saved)
+             for i, (name, model, overrides) in enumerate(runs)]
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        for i, result in pool.imap_unordered(_run_in_worker, tasks):
+            results[i] = result
+            if on_result:
+                on_result(result)
     return [results[i] for i in range(len(runs))]
 
 

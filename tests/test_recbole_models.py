@@ -230,6 +230,9 @@ def test_compare_checks_names_and_jobs_before_training(tiny):
     with pytest.raises(ValueError, match="jobs"):
         compare(["BPR"], "tiny", [config_file], jobs=-1)
     assert not os.path.isdir(os.path.join(os.path.dirname(config_file), "saved"))  # nothing ran
+    # A run that fails inside its worker process is named in the error.
+    with pytest.raises(RuntimeError, match=r"run 'MLLMRec' \(MLLMRec\) failed: ValueError: .*knn_k"):
+        compare(["MLLMRec"], "tiny", [config_file], jobs=1, config_dict={"knn_k": 0})
 
 
 def test_runner_command_line_overrides_and_no_quick_start(tiny, tmp_path):
