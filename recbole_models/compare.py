@@ -14,12 +14,11 @@ early-stopping choice) and training time, and is written to ``--out`` and stdout
 ``--key=value`` overrides apply to every run.
 
 ``--jobs K`` trains each name in its own fresh process, ``K`` at a time, each with
-one torch thread. Small models such as these gain little from a second thread
-(LightGCN on ml-100k: 2.4 s an epoch with 2 threads, 2.8 s with 1), so on a
-2-core machine two runs at once finish the comparison ~1.7x sooner. The scores
-then do not depend on ``K``; they may differ in the last digits from an
-in-process run (``--jobs 0``), whose thread count changes the summation order.
-Training times are measured while the other runs share the machine.
+one torch thread. The scores then do not depend on ``K``; they may differ in the
+last digits from an in-process run (``--jobs 0``), whose thread count changes the
+summation order. How much sooner it finishes depends on how much each model gains
+from a second thread (figures in ``docs/recbole.md``); training times are measured
+while the other runs share the machine.
 """
 import argparse
 import json
