@@ -24,6 +24,13 @@ SLOW_RUNS = ("LightGCN", "MLLMRec +UI-GCN")
 PREFERENCES = "ml-100k.preferences.gemma3-270m.jsonl"
 
 
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run the whole pipeline on the embedded MovieLens-100k",
                               description=__doc__.split("\n\n")[0])
@@ -33,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--regenerate", action="store_true",
                    help="regenerate the preference texts with the LLM stage (Gemma 3 270M, slow on CPU)")
     p.add_argument("--graph-only", action="store_true", help="stop after the graph statistics")
-    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--jobs", type=int, default=min(4, _usable_cpus()),
                    help="RecBole runs at once, each in its own process with one torch thread; the "
                         "table does not depend on it (default: the CPU count, at most 4)")
     p.add_argument("--verbose", action="store_true",
