@@ -235,6 +235,14 @@ def test_compare_checks_names_and_jobs_before_training(tiny):
         compare(["MLLMRec"], "tiny", [config_file], jobs=1, config_dict={"knn_k": 0})
 
 
+def test_demo_refuses_bad_jobs_before_any_work(tmp_path, capsys):
+    from mllmrec_pyg.cli import main as cli_main
+
+    # --data points at an empty directory: the check must come before anything reads it.
+    assert cli_main(["demo", "--jobs", "0", "--data", str(tmp_path)]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_runner_command_line_overrides_and_no_quick_start(tiny, tmp_path):
     config_file, *_ = tiny
     out = subprocess.run(

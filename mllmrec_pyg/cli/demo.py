@@ -80,6 +80,8 @@ def plot(results, path: str) -> None:
 def run(args) -> int:
     from mllmrec_pyg.text.encoder import encode_dataset
 
+    if args.jobs < 1:  # checked before minutes of encoding, not at stage 5
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     data_dir = os.path.join(args.data, "ml-100k")
     config_file = os.path.join(args.data, "ml-100k.yaml")
     if not os.path.isfile(config_file):
@@ -124,8 +126,6 @@ def run(args) -> int:
     encode_dataset(data_dir, user_texts=prefs, show_progress=False)
     encode_dataset(data_dir, user_texts="history", user_suffix="useremb_history", show_progress=False)
 
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     _banner(f"5. RecBole runs (same split, evaluator and seed for every model; {args.jobs} at a time)")
     from recbole_models.compare import compare, load_variants, markdown_table, write_atomic
 
