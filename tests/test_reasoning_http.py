@@ -1,6 +1,7 @@
 """The OpenAI-compatible backend against a real HTTP server process on loopback
 (tests/openai_server.py): concurrency, images as data URLs, retries, refusals,
 unreachable servers, and the kill-and-resume property of ``mllmrec preferences``."""
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +20,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def start_server(delay=0.0):
+@contextlib.contextmanager
+def running_server(delay=0.0):
+    """The loopback server in its own process; yields its base URL, stops it on exit."""
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "openai_server.py"), "--delay", str(delay)],
                             stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert line.startswith("PORT "), line
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def stats(url):
@@ -48,20 +55,16 @@ def wait_idle(url, timeout=30):
 
 @pytest.fixture()
 def server():
-    proc, url = start_server()
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_server() as url:
+        yield url
 
 
 @pytest.fixture()
 def slow_server():
     # Answers that take 0.3 s: with instant answers one request can finish before
     # the next is sent, and the overlap the concurrency check needs never happens.
-    proc, url = start_server(delay=0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_server(delay=0.3) as url:
+        yield url
 
 
 def write_dataset(d, users=3, per_user=4, name="toy"):
@@ -155,8 +158,7 @@ def test_preferences_cli_partial_failure_then_resume(server, tmp_path, capsys):
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
-    proc, url = start_server(delay=0.15)
-    try:
+    with running_server(delay=0.15) as url:
         d = write_dataset(str(tmp_path / "toy"), users=40)
         store_path = os.path.join(d, "toy.preferences.store.jsonl")
         cmd = [sys.executable, "-m", "mllmrec_pyg", "preferences", d, "--backend", "openai", "--model", "loopback",
@@ -181,9 +183,6 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
         resumed = stats(url)["served"] - served_before
         assert resumed == 40 - killed_at  # only the rest was generated
         assert len(open(os.path.join(d, "toy.preferences.jsonl")).read().splitlines()) == 40
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_describe_images_through_the_server(server, tmp_path, capsys):
