@@ -153,6 +153,8 @@ def main(argv=None) -> int:
                              "(default 0: one after another in this process)")
     add_common_arguments(parser)
     args, _ = parser.parse_known_args(argv)
+    if args.jobs < 0:
+        parser.error(f"argument --jobs: must be >= 0, got {args.jobs}")
     variants = load_variants(args.variants)
     results = compare(args.models, args.dataset, args.config_files, variants=variants, jobs=args.jobs)
     table = markdown_table(results)

@@ -15,6 +15,7 @@ from mllmrec_pyg.text.item_text import read_atomic
 from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models import MLLMRec, get_model
 from recbole_models.compare import compare, load_variants, markdown_table, resolve
+from recbole_models.compare import main as compare_main
 from recbole_models.run import make_config, run_recbole
 from tests.recbole_data import write_tiny_dataset
 
@@ -223,13 +224,16 @@ def test_compare_in_processes_equals_one_thread_in_process(tiny):
     assert len(set(files)) == len(files)  # no run overwrote another's best checkpoint
 
 
-def test_compare_checks_names_and_jobs_before_training(tiny):
+def test_compare_checks_names_and_jobs_before_training(tiny, capsys):
     config_file, *_ = tiny
     with pytest.raises(ValueError, match="NoSuchModel"):
         compare(["BPR", "NoSuchModel"], "tiny", [config_file], jobs=1)
     with pytest.raises(ValueError, match="jobs"):
         compare(["BPR"], "tiny", [config_file], jobs=-1)
     assert not os.path.isdir(os.path.join(os.path.dirname(config_file), "saved"))  # nothing ran
+    with pytest.raises(SystemExit):
+        compare_main(["--jobs", "-1", "--dataset", "tiny", "--config_files", config_file])
+    assert "argument --jobs: must be >= 0, got -1" in capsys.readouterr().err
     # A run that fails inside its worker process is named in the error.
     with pytest.raises(RuntimeError, match=r"run 'MLLMRec' \(MLLMRec\) failed: ValueError: .*knn_k"):
         compare(["MLLMRec"], "tiny", [config_file], jobs=1, config_dict={"knn_k": 0})
