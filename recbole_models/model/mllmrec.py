@@ -27,7 +27,10 @@ encoded preference text of user :math:`u`, both frozen. The graph is built from
 the TRAINING interactions only (``dataset.inter_matrix()`` of the training
 split), so :math:`\mathbf{H}` is a constant of the data: it is computed once
 here and kept as a buffer. Per batch only the batch's users and items go through
-the towers; ``full_sort_predict`` runs the item tower once per evaluation.
+the towers; ``full_sort_predict`` runs the item tower once per evaluation, in a
+cache keyed by the weights (:mod:`recbole_models.model.eval_cache`), so the test
+after RecBole loads the best checkpoint scores that checkpoint, not the outputs
+of the last validation epoch.
 
 Config keys (defaults in ``recbole_models/yaml/mllmrec.yaml``):
 
@@ -70,6 +73,7 @@ from recbole.utils import InputType
 from mllmrec_pyg.nn import LightGCN
 from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models.features import feature_matrix
+from recbole_models.model.eval_cache import WeightKeyedCache
 
 
 def _tower(in_dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -146,7 +150,9 @@ class MLLMRec(GeneralRecommender):
 
         self.loss = BPRLoss()
         self.apply(xavier_uniform_initialization)
-        self._eval_cache: Optional[Tuple[Optional[torch.Tensor], torch.Tensor]] = None
+        # Full-sort outputs, reused across the user batches of one evaluation and
+        # recomputed whenever any weight changed (optimiser step, best-checkpoint load).
+        self._eval_cache: WeightKeyedCache = WeightKeyedCache()
 
     def _propagate_items(self, item_x: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
         r""":math:`\mathbf{H}` for all internal item ids (row 0, [PAD], stays zero)."""
@@ -159,12 +165,6 @@ class MLLMRec(GeneralRecommender):
         with torch.no_grad():
             h = LightGCN(num_layers=self.n_item_layers)(x, g.edge_index, g.edge_weight)
         return torch.cat([torch.zeros_like(item_x[:1]), h])
-
-    def train(self, mode: bool = True):
-        # Parameters change during training: the item-tower cache of the last evaluation is stale.
-        if mode:
-            self._eval_cache = None
-        return super().train(mode)
 
     # -- representations ------------------------------------------------------------
     def _user_input(self, user: torch.Tensor) -> torch.Tensor:
@@ -195,6 +195,12 @@ class MLLMRec(GeneralRecommender):
         return (self.user_tower(self._user_input(uu)).index_select(0, u_inv),
                 self.item_tower(self.item_h[ii]).index_select(0, i_inv))
 
+    def _full_sort_outputs(self) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        # Without +UI-GCN a user's output depends on that user alone: only the items are precomputed.
+        if self.n_ui_layers > 0:
+            return self._all_outputs()
+        return None, self.item_tower(self.item_h)
+
     # -- RecBole interface ------------------------------------------------------------
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
@@ -210,14 +216,6 @@ class MLLMRec(GeneralRecommender):
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
-        cache = self._eval_cache
-        if cache is None:
-            if self.n_ui_layers > 0:
-                cache = self._all_outputs()
-            else:
-                cache = (None, self.item_tower(self.item_h))
-            if not self.training:  # weights are fixed until the next train()
-                self._eval_cache = cache
-        all_u, all_i = cache
+        all_u, all_i = self._eval_cache.get(self, self._full_sort_outputs)
         e_u = all_u[user] if all_u is not None else self.user_tower(self._user_input(user))
         return (e_u @ all_i.t()).view(-1)
