@@ -14,12 +14,12 @@ from recbole_models import compat
 
 compat.apply()
 
-from recbole_models.model import MLLMRec  # noqa: E402
+from recbole_models.model import MODELS  # noqa: E402
+from recbole_models.model.mllmrec import MLLMRec  # noqa: E402
 
 __all__ = ["get_model", "model_yaml", "MODELS", "MLLMRec"]
 
-# Our models by name; their default YAML is ``yaml/<lower name>.yaml``.
-MODELS = {"MLLMRec": MLLMRec}
+# MODELS: our models by name; their default YAML is ``yaml/<lower name>.yaml``.
 
 _YAML_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml")
 

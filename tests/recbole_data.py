@@ -54,3 +54,39 @@ def write_tiny_dataset(root, name="tiny", n_users=30, n_items=40, per_user=8, di
     with open(path, "w") as f:
         yaml.safe_dump(config, f)
     return path, d, users, seen
+
+
+def write_tiny_multimodal_dataset(root, name="tinymm", modalities=("image", "text"), n_users=30,
+                                  n_items=40, per_user=8, dims=None, seed=0):
+    """Like :func:`write_tiny_dataset`, with one feature file per item modality
+    (``<name>.<modality>emb``: ``<modality>_id:token <TAB> <modality>_emb:float_seq``)
+    wired through the dataset key ``modalities``, and no user features.
+
+    ``dims`` maps a modality to its feature size (default: image 32, text 16, others 8).
+    Returns ``(config_file, dataset_dir, user_tokens, item_tokens)``.
+    """
+    config_file, d, users, seen = write_tiny_dataset(root, name, n_users, n_items, per_user, seed=seed)
+    os.remove(os.path.join(d, f"{name}.itememb"))
+    os.remove(os.path.join(d, f"{name}.useremb"))
+    dims = dict({"image": 32, "text": 16}, **(dims or {}))
+    rng = np.random.default_rng(seed + 1)
+    with open(config_file) as f:
+        config = yaml.safe_load(f)
+    load_col = {"inter": ["user_id", "item_id"]}
+    for m in modalities:
+        write_feature_file(os.path.join(d, f"{name}.{m}emb"), f"{m}_id", f"{m}_emb", seen,
+                           rng.normal(size=(len(seen), dims.get(m, 8))))
+        load_col[f"{m}emb"] = [f"{m}_id", f"{m}_emb"]
+    config.update({
+        "load_col": load_col,
+        "additional_feat_suffix": [f"{m}emb" for m in modalities],
+        "alias_of_item_id": [f"{m}_id" for m in modalities],
+        "preload_weight": {f"{m}_id": f"{m}_emb" for m in modalities},
+        "modalities": {m: f"{m}_id" for m in modalities},
+    })
+    config.pop("alias_of_user_id", None)
+    for key in ("embedding_size", "hidden_size", "knn_k", "knn_threshold", "cooc_k"):
+        config.pop(key, None)
+    with open(config_file, "w") as f:
+        yaml.safe_dump(config, f)
+    return config_file, d, users, seen

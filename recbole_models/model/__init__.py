@@ -1,4 +1,12 @@
-"""Models of this package, one per file (``recbole_models.model.<lower name>``)."""
+"""Models of this package, one per file (``recbole_models.model.<lower name>``).
+
+:data:`MODELS` maps each name to its class; ``recbole_models.get_model`` looks
+here first, then in RecBole. A new model adds one import and one entry.
+"""
 from recbole_models.model.mllmrec import MLLMRec
 
-__all__ = ["MLLMRec"]
+MODELS = {
+    "MLLMRec": MLLMRec,
+}
+
+__all__ = ["MODELS"] + sorted(MODELS)
