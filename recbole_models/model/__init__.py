@@ -4,9 +4,11 @@
 here first, then in RecBole. A new model adds one import and one entry.
 """
 from recbole_models.model.mllmrec import MLLMRec
+from recbole_models.model.vbpr import VBPR
 
 MODELS = {
     "MLLMRec": MLLMRec,
+    "VBPR": VBPR,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
