@@ -4,10 +4,12 @@
 here first, then in RecBole. A new model adds one import and one entry.
 """
 from recbole_models.model.mllmrec import MLLMRec
+from recbole_models.model.slmrec import SLMRec
 from recbole_models.model.vbpr import VBPR
 
 MODELS = {
     "MLLMRec": MLLMRec,
+    "SLMRec": SLMRec,
     "VBPR": VBPR,
 }
 
