@@ -3,11 +3,13 @@
 :data:`MODELS` maps each name to its class; ``recbole_models.get_model`` looks
 here first, then in RecBole. A new model adds one import and one entry.
 """
+from recbole_models.model.lgmrec import LGMRec
 from recbole_models.model.mllmrec import MLLMRec
 from recbole_models.model.slmrec import SLMRec
 from recbole_models.model.vbpr import VBPR
 
 MODELS = {
+    "LGMRec": LGMRec,
     "MLLMRec": MLLMRec,
     "SLMRec": SLMRec,
     "VBPR": VBPR,
