@@ -3,12 +3,14 @@
 :data:`MODELS` maps each name to its class; ``recbole_models.get_model`` looks
 here first, then in RecBole. A new model adds one import and one entry.
 """
+from recbole_models.model.gume import GUME
 from recbole_models.model.mllmrec import MLLMRec
 from recbole_models.model.vbpr import VBPR
 
 MODELS = {
     "MLLMRec": MLLMRec,
     "VBPR": VBPR,
+    "GUME": GUME,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
