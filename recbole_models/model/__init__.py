@@ -5,12 +5,14 @@ here first, then in RecBole. A new model adds one import and one entry.
 """
 from recbole_models.model.gume import GUME
 from recbole_models.model.mllmrec import MLLMRec
+from recbole_models.model.soil import SOIL
 from recbole_models.model.vbpr import VBPR
 
 MODELS = {
     "MLLMRec": MLLMRec,
     "VBPR": VBPR,
     "GUME": GUME,
+    "SOIL": SOIL,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
