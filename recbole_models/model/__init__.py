@@ -3,9 +3,11 @@
 :data:`MODELS` maps each name to its class; ``recbole_models.get_model`` looks
 here first, then in RecBole. A new model adds one import and one entry.
 """
+from recbole_models.model.gume import GUME
 from recbole_models.model.lgmrec import LGMRec
 from recbole_models.model.mllmrec import MLLMRec
 from recbole_models.model.slmrec import SLMRec
+from recbole_models.model.soil import SOIL
 from recbole_models.model.vbpr import VBPR
 
 MODELS = {
@@ -13,6 +15,8 @@ MODELS = {
     "MLLMRec": MLLMRec,
     "SLMRec": SLMRec,
     "VBPR": VBPR,
+    "GUME": GUME,
+    "SOIL": SOIL,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)

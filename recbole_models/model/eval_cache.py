@@ -28,9 +28,14 @@ from torch import nn
 T = TypeVar("T")
 
 
+def _identity(t: torch.Tensor) -> int:
+    # Sparse tensors have no single data pointer; the module holds them, so their id is unique.
+    return t.data_ptr() if t.layout == torch.strided else id(t)
+
+
 def weights_key(module: nn.Module) -> Tuple[Tuple[int, int], ...]:
-    """``(data_ptr, version)`` of every parameter and buffer of ``module``."""
-    return tuple((t.data_ptr(), t._version)
+    """``(storage identity, version)`` of every parameter and buffer of ``module``."""
+    return tuple((_identity(t), t._version)
                  for t in itertools.chain(module.parameters(), module.buffers()))
 
 

@@ -148,14 +148,18 @@ class MultimodalRecommender(GeneralRecommender):
         self._eval_cache = WeightKeyedCache()
 
     # -- graphs ---------------------------------------------------------------------------
-    def item_item_adjacency(self, features: Tensor, k: Optional[int] = None) -> Tensor:
-        r"""Unnormalised item-item matrix for one modality: binary k-NN (self included), or
-        MLLMRec's refined graph when ``graph_refinement`` is on. Row 0 ([PAD]) is empty."""
+    def item_item_adjacency(self, features: Tensor, k: Optional[int] = None,
+                            weighted: bool = False) -> Tensor:
+        r"""Unnormalised item-item matrix for one modality: k-NN (self included) with
+        binary weights, or the cosine similarities with ``weighted=True`` (MMRec's
+        ``build_knn_normalized_graph``); or MLLMRec's refined graph (always binary
+        semantic edges plus Jaccard weights) when ``graph_refinement`` is on.
+        Row 0 ([PAD]) is empty."""
         k = int(self.config_value("knn_k") if k is None else k)
         x = features[1:].detach()
         num = x.size(0)
         if not self.graph_refinement:
-            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None)
+            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None, weighted=weighted)
             return sparse_from_edges(ei, ew, self.n_items, offset=1)
         threshold = self.config_value("knn_threshold")
         ei, ew = threshold_knn_graph(x, min(k, num), threshold=threshold)
