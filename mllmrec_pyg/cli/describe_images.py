@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="dataset name (default: the directory's name)")
     add_describe_args(p)
     add_backend_args(p, "vlm", None)
-    p.add_argument("--store", help="generation store (default <dataset_dir>/<name>.images.store.jsonl)")
+    p.add_argument("--store", help="generation store (default <dataset_dir>/<name>.images.<model>.<hash of model "
+                                   "and settings>.store.jsonl)")
     p.add_argument("--output", help="image descriptions JSONL (default <dataset_dir>/<name>.images.jsonl)")
     p.add_argument("--items-output", help="fused item descriptions JSONL (default <dataset_dir>/<name>.items.jsonl)")
     p.add_argument("--no-progress", action="store_true")
@@ -52,11 +53,12 @@ def run(args) -> int:
     if args.max_image_mb <= 0 or args.url_timeout <= 0:
         raise ValueError("--max-image-mb and --url-timeout must be > 0")
     from mllmrec_pyg.reasoning.describe import describe_images, fused_item_texts
+    from mllmrec_pyg.reasoning.store import default_store_path
     from mllmrec_pyg.text.io import read_texts
 
     name = dataset_name(args.dataset_dir, args.name)
     spec = backend_from_config(vars(args))
-    store = args.store or os.path.join(args.dataset_dir, f"{name}.images.store.jsonl")
+    store = args.store or default_store_path(args.dataset_dir, name, "images", spec.model_id, spec.settings.as_dict())
     output = args.output or os.path.join(args.dataset_dir, f"{name}.images.jsonl")
     items_output = args.items_output or os.path.join(args.dataset_dir, f"{name}.items.jsonl")
     stats = describe_images(args.dataset_dir, spec, get_template(args.template), store, output,
