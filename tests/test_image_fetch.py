@@ -232,7 +232,8 @@ def test_image_jobs_skip_what_the_checks_refuse(layout, images):
     base, _ = images
     rows = [("1", "img/a.jpg"), ("2", "../../secret.txt"), ("3", str(secret)), ("4", "img/link.jpg"),
             ("5", "img/fake.jpg"), ("6", f"{base}/page.html"), ("7", f"{base}/big-nolength.jpg"),
-            ("8", f"{base}/ok.jpg"), ("9", "file:///etc/passwd"), ("10", f"{base}/to-file.jpg")]
+            ("8", f"{base}/ok.jpg"), ("9", "file:///etc/passwd"), ("10", f"{base}/to-file.jpg"),
+            ("11", "http://[bad/x.jpg")]
     _item_file(d, "shop", rows, column="image")
     jobs, problems = image_jobs(str(d), TEMPLATES["image"], allow_urls=True, max_bytes=2 ** 20, url_timeout=10)
     assert [j.id for j in jobs] == ["1", "8"]
@@ -241,7 +242,7 @@ def test_image_jobs_skip_what_the_checks_refuse(layout, images):
     assert "not a readable image" in reasons["5"]
     assert "content type 'text/html'" in reasons["6"]
     assert "more than 1048576 bytes" in reasons["7"]
-    assert "only http(s)" in reasons["9"] and "redirect" in reasons["10"]
+    assert "only http(s)" in reasons["9"] and "redirect" in reasons["10"] and "invalid URL" in reasons["11"]
     cached = jobs[1].image
     assert os.path.dirname(cached) == str(d / ".image_cache") and cached.endswith(".jpg")
     with pytest.raises(ValueError, match=r"shop\.item: item 2: .*outside"):

@@ -177,7 +177,7 @@ def test_default_store_path_per_model_and_settings(tmp_path, caplog):
               default_store_path(d, "toy", "images", "gguf:gemma-3-270m-q4_k_m.gguf@a5fd3b62230aa5ec",
                                  {"max_new_tokens": 72})}
     assert a not in others and len(others) == 3
-    assert "Qwen2-7B" in os.path.basename(sorted(others)[1]) or any("Qwen2-7B" in o for o in others)
+    assert any(os.path.basename(o).startswith("toy.preferences.Qwen2-7B.") for o in others)
     # A store of an earlier version at the shared path is reused only for its own model and settings.
     legacy = os.path.join(d, "toy.preferences.store.jsonl")
     GenerationStore(legacy).append([_rec("k", model="m1", settings={"max_new_tokens": 8})])
@@ -199,5 +199,6 @@ def test_two_models_on_one_dataset_get_two_stores(tmp_path):
     stores = sorted(f for f in os.listdir(d) if f.endswith(".store.jsonl"))
     assert len(stores) == 3 and sum(".alpha." in s for s in stores) == 2 and sum(".beta." in s for s in stores) == 1
     for s in stores:
-        models = {(r["model"], r["settings"]["max_new_tokens"]) for r in GenerationStore(os.path.join(d, s)).records.values()}
+        records = GenerationStore(os.path.join(d, s)).records.values()
+        models = {(r["model"], r["settings"]["max_new_tokens"]) for r in records}
         assert len(models) == 1

@@ -37,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable
 
 __all__ = ["ImageRefused", "ImageUnavailable", "DeadlineExceeded", "FetchedImage", "DEFAULT_MAX_BYTES",
            "fetch_image", "read_local_image", "verify_image", "item_file", "image_extension"]
@@ -266,13 +266,17 @@ def _fetch_once(url: str, deadline: _Deadline, max_bytes: int) -> FetchedImage:
             if size > max_bytes:
                 raise ImageRefused(f"{final}: more than {max_bytes} bytes (the body was cut there)")
             data = b"".join(chunks)
-    except (ImageRefused, DeadlineExceeded):
+    except ImageRefused:
         raise
+    except DeadlineExceeded:
+        raise DeadlineExceeded(f"{url}: deadline of {deadline.seconds:g} s passed") from None
     except urllib.error.HTTPError as err:
         if err.code in (408, 429) or err.code >= 500:
             raise ImageUnavailable(f"{url}: HTTP {err.code}") from None
         raise ImageRefused(f"{url}: HTTP {err.code}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+    except ValueError as err:  # a URL urllib cannot parse: retrying cannot help
+        raise ImageRefused(f"{url}: invalid URL ({err})") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         if deadline.expired or time.monotonic() >= deadline.end:
             raise DeadlineExceeded(f"{url}: deadline of {deadline.seconds:g} s passed") from None
         reason = getattr(err, "reason", err)
@@ -296,7 +300,11 @@ def fetch_image(url: str, timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BY
 
     Raises :class:`ImageRefused`, :class:`ImageUnavailable` or :class:`DeadlineExceeded`.
     """
-    if urllib.parse.urlsplit(url).scheme.lower() not in SCHEMES:
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as err:
+        raise ImageRefused(f"{url}: invalid URL ({err})") from None
+    if scheme not in SCHEMES:
         raise ImageRefused(f"not an http(s) URL: {url!r}")
     deadline = _Deadline(timeout)
     attempts = 0

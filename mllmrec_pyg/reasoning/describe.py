@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from mllmrec_pyg.datasets.image_source import (DEFAULT_MAX_BYTES, ImageRefused, ImageUnavailable, fetch_image,
+from mllmrec_pyg.datasets.image_source import (DEFAULT_MAX_BYTES, ImageRefused, fetch_image,
                                                image_extension, read_local_image)
 from mllmrec_pyg.reasoning.runner import Job, generate_jobs
 from mllmrec_pyg.reasoning.store import GenerationStore
@@ -129,7 +129,7 @@ def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] =
                 value_path, value_base = value, base
             # A cached download is checked like any file: a cache edited by hand is no way around it.
             image = read_local_image(value_path, value_base, roots, allow_outside, max_bytes)
-        except (ImageRefused, ImageUnavailable, OSError) as err:
+        except (ValueError, OSError) as err:  # ImageRefused is a ValueError, ImageUnavailable an OSError
             problem = ImageProblem(item, value, str(err))
             if strict:
                 raise ValueError(f"{item_file}: {problem}") from None
