@@ -180,7 +180,9 @@ class _Deadline:
 
 def _shutdown(sock) -> None:
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        # The plain socket's method, also for a TLS socket: it ends a read blocked in
+        # another thread without tearing down the TLS object under that thread.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass  # already closed
 
