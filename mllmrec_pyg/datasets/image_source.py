@@ -273,6 +273,7 @@ def _fetch_once(url: str, deadline: _Deadline, max_bytes: int) -> FetchedImage:
     except DeadlineExceeded:
         raise DeadlineExceeded(f"{url}: deadline of {deadline.seconds:g} s passed") from None
     except urllib.error.HTTPError as err:
+        err.close()  # its body is not read
         if err.code in (408, 429) or err.code >= 500:
             raise ImageUnavailable(f"{url}: HTTP {err.code}") from None
         raise ImageRefused(f"{url}: HTTP {err.code}") from None
