@@ -272,3 +272,23 @@ def test_describe_images_sends_only_checked_images(layout, images):
             assert f"item {item}:" in skipped
         texts = [json.loads(x) for x in open(d / "shop.images.jsonl")]
         assert sorted(t["item_id"] for t in texts) == ["1", "6"]
+
+
+def test_describe_images_strict_refusal_is_one_line_and_writes_nothing(layout):
+    """Through the real command line: exit 2, one line naming the .item file and the
+    item, no traceback, nothing written (the model server is never contacted)."""
+    import subprocess
+    import sys
+
+    root, d, secret, outside_img, extra = layout
+    _item_file(d, "shop", [("1", "img/a.jpg"), ("2", "../../secret.txt")], column="image")
+    before = sorted(os.listdir(d))
+    cmd = [sys.executable, "-m", "mllmrec_pyg", "describe-images", str(d), "--backend", "openai", "--model", "m",
+           "--base-url", "http://127.0.0.1:9/v1", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for extra_args, message in ((["--strict"], "shop.item: item 2:"), (["--max-image-mb", "0"], "--max-image-mb")):
+        done = subprocess.run(cmd + extra_args, env=env, capture_output=True, text=True, timeout=120)
+        lines = [x for x in done.stderr.splitlines() if x.strip()]
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert len(lines) == 1 and lines[0].startswith("mllmrec describe-images: error:") and message in lines[0]
+        assert sorted(os.listdir(d)) == before
