@@ -42,6 +42,11 @@ class ItemGraphData(Data):
     def inter_attr(self) -> str:
         return self.__dict__.get("_inter_attr", "inter_index")
 
+    def __cat_dim__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        if key == self.inter_attr:
+            return -1  # [2, nnz]: concatenate interactions, whatever the name
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
     def __inc__(self, key: str, value: Any, *args, **kwargs) -> Any:
         if key == self.inter_attr:
             if "num_users" not in self:
