@@ -109,12 +109,11 @@ class JaccardCooccurrence(BaseTransform):
     Divergence from the reference code, on purpose: the reference computes
     :math:`J` in float32 with :math:`10^{-7}` added to the denominator and then
     zeroes the entries equal to 1, meaning to remove the diagonal. In float32,
-    :math:`|\mathcal{U}_i| / (|\mathcal{U}_i| + 10^{-7})` is exactly 1 only for
-    large enough audiences, so the diagonal of an item with a single user
-    survives (0.99999988) and takes one of its :math:`k` places, while pairs of
-    distinct items with identical (larger) audiences are zeroed (measured on
-    ml-100k in docs/graph.md). Here exactly the diagonal is removed and
-    :math:`J` is exact.
+    :math:`n / (n + 10^{-7})` is exactly 1 only for :math:`n \ge 2`, so the
+    diagonal of an item with a single user survives (0.99999988) and can take
+    one of its :math:`k` places, while pairs of distinct items with the same
+    audience of two or more users are zeroed (measured on ml-100k in
+    docs/graph.md). Here exactly the diagonal is removed and :math:`J` is exact.
 
     Args:
         k (int): Co-occurrence neighbours kept per item, :math:`k_c`.
