@@ -42,6 +42,13 @@ class ItemGraphData(Data):
     def inter_attr(self) -> str:
         return self.__dict__.get("_inter_attr", "inter_index")
 
+    def stores_as(self, data: "ItemGraphData") -> "ItemGraphData":
+        # PyG calls this when it builds a Batch from graphs and an example from a Batch:
+        # both must know which attribute holds the interactions.
+        if isinstance(data, ItemGraphData):
+            self.__dict__["_inter_attr"] = data.inter_attr
+        return super().stores_as(data)
+
     def __cat_dim__(self, key: str, value: Any, *args, **kwargs) -> Any:
         if key == self.inter_attr:
             return -1  # [2, nnz]: concatenate interactions, whatever the name

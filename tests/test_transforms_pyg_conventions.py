@@ -139,6 +139,8 @@ def test_named_feature_and_interaction_attributes():
     # Batching shifts the renamed interaction attribute by (num_users, num_items).
     batch = next(iter(DataLoader([named, named], batch_size=2)))
     assert torch.equal(batch.ui, torch.cat([ui, ui + torch.tensor([[200], [120]])], dim=1))
+    assert batch.inter_attr == "ui"
+    assert torch.equal(batch.get_example(1).ui, ui)
     # The names appear in errors.
     with pytest.raises(ValueError, match=r"`data.text_emb` is missing"):
         ThresholdKNN(k=3, attr="text_emb")(Data(x=x))
