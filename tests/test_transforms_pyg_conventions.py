@@ -180,8 +180,9 @@ def test_weighted_graph_of_features_that_require_grad():
 
 def test_warns_when_most_items_keep_no_neighbour():
     x = clustered_features(500)
-    with pytest.warns(UserWarning, match=r"ThresholdKNN: \d+\.\d% of the items \(\d+ of 500\) keep no "
-                                         r"neighbour other than themselves at threshold=0.99 \(k=10\)") as rec:
+    message = (r"ThresholdKNN: \d+\.\d% of the items \(\d+ of 500\) keep no "
+               r"neighbour other than themselves at threshold=0.99 \(k=10\)")
+    with pytest.warns(UserWarning, match=message) as rec:
         g = ThresholdKNN(k=10, threshold=0.99)(Data(x=x))
     lonely = graph_statistics(g)["knn"]["items_without_neighbours"]
     assert lonely > 250
@@ -232,5 +233,5 @@ def test_cuda_output_follows_the_same_conventions():
     torch.testing.assert_close(batch.edge_weight.cpu(), expected.edge_weight, atol=1e-6, rtol=1e-5)
     adj = T.ToSparseTensor(attr="edge_weight", layout=torch.sparse_csr)(gpu[0])
     h = LightGCNPropagation(1)(adj.x, adj.adj_t)
-    torch.testing.assert_close(h.cpu(), LightGCNPropagation(1)(cpu[0].x, cpu[0].edge_index, cpu[0].edge_weight),
-                               atol=1e-5, rtol=1e-5)
+    expected_h = LightGCNPropagation(1)(cpu[0].x, cpu[0].edge_index, cpu[0].edge_weight)
+    torch.testing.assert_close(h.cpu(), expected_h, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,5 @@
 r"""Audience co-occurrence item-item graph: Jaccard similarity of the items' user sets."""
-from typing import Optional, Tuple, Union as TypingUnion
+from typing import Tuple, Union as TypingUnion
 
 import numpy as np
 import scipy.sparse as sp
