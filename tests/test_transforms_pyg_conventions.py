@@ -191,7 +191,7 @@ def test_warns_when_most_items_keep_no_neighbour():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         g = ThresholdKNN(k=10, threshold=0.5)(Data(x=x))  # most items keep neighbours: silent
-        threshold_knn_graph(x, 1, None)  # k=1 with the self-loop asks for no neighbour: silent
+        threshold_knn_graph(x, 1, 0.5)  # k=1 with the self-loop asks for no neighbour: silent
     assert graph_statistics(g)["knn"]["items_without_neighbours"] < 250
 
 

@@ -20,10 +20,11 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 25
 LONELY_SHARE_WARNING = 0.5
 
 
-def _warn_if_lonely(edge_index: Tensor, num_items: int, threshold: Optional[float], k: int) -> None:
+def _warn_if_lonely(edge_index: Tensor, num_items: int, threshold: Optional[float], k: int,
+                    loop: bool) -> None:
     """Warns when most items keep no neighbour other than themselves (a threshold
     above nearly every similarity leaves a graph of self-loops, silently useless)."""
-    if threshold is None:
+    if threshold is None or (loop and k == 1):  # k=1 with the self-loop asks for no neighbour
         return
     has_neighbour = torch.zeros(num_items, dtype=torch.bool, device=edge_index.device)
     has_neighbour[edge_index[1, edge_index[0] != edge_index[1]]] = True
@@ -60,7 +61,7 @@ def threshold_knn_graph(
     with torch.no_grad():
         edge_index, edge_weight = _threshold_knn(x, k, threshold, weighted, loop, force_undirected,
                                                  block_size)
-    _warn_if_lonely(edge_index, x.size(0), threshold, k)
+    _warn_if_lonely(edge_index, x.size(0), threshold, k, loop)
     return edge_index, edge_weight
 
 
