@@ -10,7 +10,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import Compose
 
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from mllmrec_pyg.text.item_text import read_atomic
 from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models import MLLMRec, get_model
@@ -80,7 +80,7 @@ def test_features_follow_recbole_remapping(tiny):
                        [int(dataset.token2id(dataset.iid_field, i)) - 1 for i in train_rows.item_id]])
     g = Compose([ThresholdKNN(k=3, threshold=0.0), JaccardCooccurrence(k=3), Union()])(
         Data(x=x, inter_index=ui, num_users=dataset.user_num))
-    h = LightGCN(num_layers=1)(x, g.edge_index, g.edge_weight)
+    h = LightGCNPropagation(num_layers=1)(x, g.edge_index, g.edge_weight)
     torch.testing.assert_close(model.item_h[1:], h)
     assert torch.equal(model.item_h[0], torch.zeros_like(model.item_h[0]))  # [PAD]
 
