@@ -7,6 +7,7 @@ r"""Loading a trained checkpoint back: its config, dataset splits and model.
     loaded = load_model("saved/MLLMRec-Nov-26-2026_18-00-00-1a2b3c4d.pth")
     loaded.model, loaded.dataset, loaded.config    # the model is in eval mode
     loaded.splits["train"]                         # the training split (the model's graph)
+    loaded.loaders["test"]                         # for RecBole's Trainer.evaluate
 
 A checkpoint written by :mod:`recbole_models.run` (see
 :mod:`recbole_models.trainer`) holds the model's ``state_dict``, its
@@ -159,17 +160,22 @@ def read_checkpoint(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise ValueError(f"{path}: not a torch checkpoint (torch.save writes a zip archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"it pickles {found.group(1)}" if found else "it holds more than tensors and plain data"
         raise ValueError(
-            f"{path}: not a weights-only checkpoint ({first[:200]}); checkpoints of "
-            f"recbole_models.run load with torch.load(weights_only=True), RecBole's own "
-            f"(which pickle its Config) are not read") from None
+            f"{path}: not a weights-only checkpoint ({what}); checkpoints of recbole_models.run load "
+            f"with torch.load(weights_only=True), RecBole's own (which pickle its Config) are not read"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise ValueError(f"{path}: not a torch checkpoint ({type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})") from None
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict) \
             or not isinstance(state.get("state_dict"), Mapping):
         raise ValueError(f"{path}: not a checkpoint of recbole_models.run "
@@ -220,7 +226,9 @@ class LoadedModel:
         model: The RecBole model with the checkpoint's weights, in eval mode.
         dataset: The whole dataset (every split), for token <-> id mapping.
         config: The rebuilt RecBole ``Config``.
-        splits: ``{"train", "valid", "test"}`` -> the split's RecBole ``Dataset``.
+        loaders: ``{"train", "valid", "test"}`` -> RecBole's data loader of that split, as
+            ``data_preparation`` made it for training (``loaders["test"]`` goes to
+            ``Trainer.evaluate`` to reproduce the test scores).
         path: The checkpoint file.
         epoch: The epoch the checkpoint was saved at (the best validation epoch).
         best_valid_score: The validation score of that epoch.
@@ -229,10 +237,15 @@ class LoadedModel:
     model: torch.nn.Module
     dataset: object
     config: Config
-    splits: Dict[str, object]
+    loaders: Dict[str, object]
     path: str
     epoch: int
     best_valid_score: float
+
+    @property
+    def splits(self) -> Dict[str, object]:
+        """``{"train", "valid", "test"}`` -> the split's RecBole ``Dataset`` (``None`` if absent)."""
+        return {name: (loader._dataset if loader else None) for name, loader in self.loaders.items()}
 
     @property
     def device(self) -> torch.device:
@@ -274,7 +287,7 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
             change the model's shape make the strict weight load fail.
 
     Returns:
-        LoadedModel: the model (eval mode), the dataset, the config, the splits.
+        LoadedModel: the model (eval mode), the dataset, the config, the split loaders.
 
     Raises:
         FileNotFoundError: No checkpoint file, or the dataset's files are missing.
@@ -317,8 +330,7 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
                          f"built from the stored config: {str(err).splitlines()[0]}") from None
     model.load_other_parameter(_to_device(state.get("other_parameter"), config["device"]))
     model.eval()
-    splits = {"train": train._dataset, "valid": valid._dataset if valid else None,
-              "test": test._dataset if test else None}
-    return LoadedModel(model=model, dataset=dataset, config=config, splits=splits,
+    return LoadedModel(model=model, dataset=dataset, config=config,
+                       loaders={"train": train, "valid": valid, "test": test},
                        path=checkpoint_path, epoch=int(state.get("epoch", -1)),
                        best_valid_score=float(state.get("best_valid_score", float("nan"))))
