@@ -26,10 +26,13 @@ Embeddings (:func:`embeddings`): a user matrix :math:`U` and an item matrix
 
 1. MLLMRec: the outputs of its two towers (after the user-item propagation
    of "+UI-GCN" when that is configured);
-2. models whose ``forward()`` takes no argument and returns the propagated user
-   and item matrices (RecBole's graph models: LightGCN, NGCF, DGCF, NCL, ...);
-3. models with ``user_embedding`` and ``item_embedding`` tables (matrix
-   factorisation: BPR, ...).
+2. RecBole's full-sort cache: the ``restore_user_e`` / ``restore_item_e``
+   matrices that RecBole's graph models (LightGCN, NGCF, DGCF, SGL, SpectralCF,
+   NCL) fill when they rank, i.e. their propagated embeddings;
+3. models whose ``forward()`` takes no argument and returns the user and item
+   matrices;
+4. models with ``user_embedding`` and ``item_embedding`` tables (matrix
+   factorisation: BPR, LINE).
 
 Whatever the source, :math:`U I^\top` is checked against the model's own
 ``full_sort_predict`` on up to 512 users before anything is returned; a model
@@ -142,6 +145,9 @@ def _candidates(model):
     """(source name, callable returning (U, I) or None), in the order of the module docstring."""
     if hasattr(model, "_all_outputs"):  # MLLMRec: both towers (+UI-GCN)
         yield "tower outputs", model._all_outputs
+    if hasattr(model, "restore_user_e") and hasattr(model, "restore_item_e"):
+        # Filled by the full_sort_predict call that computed the reference scores.
+        yield "full-sort cache", lambda: (model.restore_user_e, model.restore_item_e)
     try:
         no_args = all(p.default is not inspect.Parameter.empty or
                       p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)

@@ -279,3 +279,66 @@ def test_command_line(trained, tmp_path):
         assert out.stderr.splitlines() == [f"error: {out.stderr.strip()[len('error: '):]}"], out.stderr
         assert message in out.stderr and "Traceback" not in out.stderr and out.stdout == ""
     assert not (tmp_path / "x").exists()
+
+
+# -- every RecBole general model ----------------------------------------------------------
+# What `embeddings` exports for each model (the rule of recbole_models.recommend); the others
+# are refused because their scores are no dot product of a user and an item matrix.
+EXPORTABLE = {"BPR": "embedding tables", "LINE": "embedding tables", "LightGCN": "full-sort cache",
+              "NGCF": "full-sort cache", "DGCF": "full-sort cache", "SGL": "full-sort cache",
+              "SpectralCF": "full-sort cache", "NCL": "full-sort cache"}
+# Models whose run through recbole_models.run dies at its test step today (issue 8 §2: their
+# `other_parameter` holds scipy matrices, or their trainer pickles the Config): the runner's fix.
+CHECKPOINT_FAILS = {"ItemKNN", "EASE", "AsymKNN", "SLIMElastic", "RaCT"}
+PER_MODEL = {"ConvNCF": {"embedding_size": 64}}  # its CNN (strides 4, 4, 2, 2) needs 64 x 64 maps
+# Models whose scores are random on every call, so two calls never agree bit for bit.
+NOISY = {"Random": "draws new scores", "ADMMSLIM": "adds uniform noise to break ties"}
+
+
+def _general_models():
+    import inspect
+
+    import recbole.model.general_recommender as general
+    from recbole.model.abstract_recommender import GeneralRecommender
+
+    return sorted(n for n, c in vars(general).items()
+                  if inspect.isclass(c) and issubclass(c, GeneralRecommender) and c is not GeneralRecommender)
+
+
+def _params():
+    for name in _general_models():
+        marks = [pytest.mark.slow]
+        if name in CHECKPOINT_FAILS:
+            import pickle
+
+            marks.append(pytest.mark.xfail(raises=pickle.UnpicklingError, strict=True,
+                                           reason="checkpoint not weights-only today (issue 8 §2)"))
+        yield pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", list(_params()))
+def test_every_general_model_loads_back(name, monkeypatch, tmp_path):
+    if name == "NCL":
+        pytest.importorskip("faiss", reason="RecBole's NCL imports faiss, which is not installed")
+    config_file, *_ = write_tiny_dataset(str(tmp_path))
+    made = []
+
+    def recording_get_trainer(model_type, model_name):
+        cls = get_trainer(model_type, model_name)
+        return type("Recording", (cls,), {"__init__": lambda self, c, m: (cls.__init__(self, c, m),
+                                                                           made.append(self))[0]})
+
+    monkeypatch.setattr(run_module, "get_trainer", recording_get_trainer)
+    result = run_recbole(name, "tiny", [config_file], dict(PER_MODEL.get(name, {}), epochs=1))
+    loaded = load_model(result["saved_model_file"])
+    ids = torch.arange(1, loaded.dataset.user_num)
+    mine = score_users(loaded, ids)
+    trained = score_users(loaded.__class__(**dict(vars(loaded), model=made[0].model.eval())), ids)
+    if name not in NOISY:
+        assert torch.equal(mine, trained)
+    assert len(top_k(loaded, ["u1"], k=3)[0].items) == 3
+    if name in EXPORTABLE:
+        assert embeddings(loaded)[2] == EXPORTABLE[name]
+    else:
+        with pytest.raises(ValueError, match=f"{name}: its scores are not a dot product"):
+            embeddings(loaded)
