@@ -143,6 +143,18 @@ class CheckpointConfig(Config):
     def _load_cmd_line(self):
         return {}
 
+    def _init_device(self):
+        # RecBole sets CUDA_VISIBLE_DEVICES to the stored `gpu_id`; loading a model must
+        # not change which GPUs the rest of the caller's process sees.
+        before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        try:
+            super()._init_device()
+        finally:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
+
     def _merge_external_config_dict(self):
         external = dict(self._stored)
         external.update(self.file_config_dict)
@@ -205,6 +217,16 @@ def _without_cache_pickles(config):
         for key, value in saved.items():
             config[key] = value
         shutil.rmtree(empty, ignore_errors=True)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA device is available here")
+    return device
 
 
 def _to_device(value, device):
@@ -281,7 +303,8 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
         config_files (list of str, optional): YAML files whose keys replace the
             stored ones, e.g. a new ``data_path`` root when the data moved.
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA when
-            available and the stored ``gpu_id`` allows it, else CPU (RecBole's rule).
+            available and the stored ``gpu_id`` is not empty, else CPU (RecBole's rule).
+            ``CUDA_VISIBLE_DEVICES`` is left as it was (RecBole's ``Config`` sets it).
         **overrides: Typed config values that replace the stored ones and the
             files' (``data_path="/new/root"``, ``eval_batch_size=4096``). Keys that
             change the model's shape make the strict weight load fail.
@@ -306,7 +329,7 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
                 f"{checkpoint_path}: model {stored['model']} is a {config['MODEL_TYPE'].name.lower()} "
                 f"recommender; loading supports general and traditional recommenders only")
         if device is not None:
-            config["device"] = torch.device(device)
+            config["device"] = _device(device)
         if not os.path.isdir(config["data_path"]):
             raise FileNotFoundError(
                 f"{config['data_path']}: dataset folder of the checkpoint not found; pass the "

@@ -58,7 +58,7 @@ def all_scores(model, n_users):
 
     model.eval()
     with torch.no_grad():
-        users = torch.arange(1, n_users)
+        users = torch.arange(1, n_users, device=next(model.parameters()).device)
         return model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
 
 
@@ -249,7 +249,9 @@ def _cli(*args):
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
-def test_command_line(trained, tmp_path):
+def test_command_line(trained, tmp_path, capsys):
+    from recbole_models.recommend import main
+
     result, *_ = trained["MLLMRec"]
     checkpoint = result["saved_model_file"]
     out = _cli("--checkpoint", checkpoint, "--users", "u1", "u2", "--k", "3", "--export", str(tmp_path / "e"))
@@ -268,17 +270,53 @@ def test_command_line(trained, tmp_path):
     torch.save({"config": _Touch(tmp_path / "x"), "state_dict": {}}, forged)
     cases = [
         (["--checkpoint", str(tmp_path / "missing.pth"), "--users", "u1"], "missing.pth: no such checkpoint file"),
+        (["--checkpoint", checkpoint, "--users", "u1", "nobody"], "user 'nobody' is not in dataset `tiny`"),
         (["--checkpoint", str(text), "--users", "u1"], "notes.pth: not a torch checkpoint"),
         (["--checkpoint", str(forged), "--users", "u1"], "recbole_style.pth: not a weights-only checkpoint"),
-        (["--checkpoint", checkpoint, "--users", "u1", "nobody"], "user 'nobody' is not in dataset `tiny`"),
         (["--checkpoint", checkpoint, "--export", str(tmp_path / "e")], "embeddings.json: exists"),
     ]
-    for args, message in cases:
-        out = _cli(*args)
-        assert out.returncode == 2, (args, out.stderr[-2000:])
-        assert out.stderr.splitlines() == [f"error: {out.stderr.strip()[len('error: '):]}"], out.stderr
-        assert message in out.stderr and "Traceback" not in out.stderr and out.stdout == ""
+    # Two cases through a real process (each starts torch and RecBole: seconds), the
+    # others through the same `main` in this process.
+    for n, (args, message) in enumerate(cases):
+        if n < 2:
+            out = _cli(*args)
+            code, stdout, stderr = out.returncode, out.stdout, out.stderr
+        else:
+            code = main(args)
+            stdout, stderr = capsys.readouterr()
+        assert code == 2, (args, stderr[-2000:])
+        assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
+        assert message in stderr and "Traceback" not in stderr and stdout == ""
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["MLLMRec", "BPR", "LightGCN"])
+def test_cuda_trained_checkpoint_loads_on_cpu_and_cuda(name, monkeypatch, tmp_path):
+    # On a CUDA machine RecBole trains on the GPU; the checkpoint loads on either device,
+    # with its other_parameter (LightGCN's full-sort cache) on the model's device, and
+    # the caller's CUDA_VISIBLE_DEVICES is left alone.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    result, trainer, _, _ = train(monkeypatch, tmp_path, name, epochs=2)
+    assert trainer.model.device.type == "cuda"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    on_cpu = load_model(result["saved_model_file"], device="cpu")
+    on_gpu = load_model(result["saved_model_file"], device="cuda")
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert all(p.device.type == "cpu" for p in on_cpu.model.parameters())
+    assert all(p.device.type == "cuda" for p in on_gpu.model.parameters())
+    users = on_cpu.user_tokens()[:10]
+    ids = on_cpu.user_ids(users)
+    gpu_scores = score_users(on_gpu, ids)
+    torch.testing.assert_close(score_users(on_cpu, ids), gpu_scores.cpu(), rtol=1e-4, atol=1e-5)
+    trained_scores = all_scores(trainer.model, on_cpu.dataset.user_num)[ids - 1]
+    torch.testing.assert_close(gpu_scores, trained_scores, rtol=1e-5, atol=1e-6)
+    for a, b in zip(top_k(on_cpu, users, k=5), top_k(on_gpu, users, k=5)):
+        torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), rtol=1e-4, atol=1e-5)
+    u, i, _ = embeddings(on_gpu)
+    assert u.device.type == "cpu" and torch.isfinite(u).all() and torch.isfinite(i).all()
+    with pytest.raises(ValueError, match="device 'gpu'"):
+        load_model(result["saved_model_file"], device="gpu")
 
 
 # -- every RecBole general model ----------------------------------------------------------
