@@ -106,7 +106,8 @@ def _seen(loaded: LoadedModel, user_ids: torch.Tensor, splits: Sequence[str]) ->
     return torch.cat(rows), torch.cat(cols)
 
 
-def top_k(loaded: LoadedModel, users: Sequence[str], k: int = 10, mask: str = "train") -> List[Recommendation]:
+def top_k(loaded: LoadedModel, users: Sequence[str], k: int = 10, mask: str = "train",
+          batch_size: int = 1024) -> List[Recommendation]:
     """The ``k`` best items for each user token, best first.
 
     Args:
@@ -115,6 +116,7 @@ def top_k(loaded: LoadedModel, users: Sequence[str], k: int = 10, mask: str = "t
         k: Items per user (fewer when fewer items are left after masking).
         mask: ``"train"``, ``"train+valid"`` or ``"all"``: whose items are left out
             (module docstring).
+        batch_size: Users scored at a time.
 
     Raises:
         KeyError: A user token the dataset does not have (named).
@@ -125,18 +127,21 @@ def top_k(loaded: LoadedModel, users: Sequence[str], k: int = 10, mask: str = "t
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {sorted(MASKS)}, got {mask!r}")
     users = [str(u) for u in users]
-    user_ids = loaded.user_ids(users)
-    scores = score_users(loaded, user_ids)
-    scores[:, 0] = -torch.inf  # [PAD]
-    rows, cols = _seen(loaded, user_ids, MASKS[mask])
-    scores[rows.to(scores.device), cols.to(scores.device)] = -torch.inf
-    values, index = torch.topk(scores, min(k, scores.size(1)), dim=1)
+    user_ids = loaded.user_ids(users)  # every token checked before any scoring
     item_tokens = loaded.dataset.field2id_token[loaded.dataset.iid_field]
     out = []
-    for user, vals, idx in zip(users, values.cpu(), index.cpu()):
-        keep = torch.isfinite(vals)
-        out.append(Recommendation(user=user, items=[str(item_tokens[i]) for i in idx[keep].tolist()],
-                                  scores=vals[keep].tolist()))
+    # In blocks of users, so that [users, items] scores stay small for long user lists.
+    for start in range(0, len(users), batch_size):
+        block = user_ids[start:start + batch_size]
+        scores = score_users(loaded, block)
+        scores[:, 0] = -torch.inf  # [PAD]
+        rows, cols = _seen(loaded, block, MASKS[mask])
+        scores[rows.to(scores.device), cols.to(scores.device)] = -torch.inf
+        values, index = torch.topk(scores, min(k, scores.size(1)), dim=1)
+        for user, vals, idx in zip(users[start:start + batch_size], values.cpu(), index.cpu()):
+            keep = torch.isfinite(vals)
+            out.append(Recommendation(user=user, items=[str(item_tokens[i]) for i in idx[keep].tolist()],
+                                      scores=vals[keep].tolist()))
     return out
 
 
