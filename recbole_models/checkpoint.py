@@ -319,7 +319,10 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
     """
     state = read_checkpoint(checkpoint_path)
     stored = state["config"]
-    model_class = get_model(stored["model"])
+    try:
+        model_class = get_model(stored["model"])
+    except ValueError as err:
+        raise ValueError(f"{checkpoint_path}: {err}") from None
     with warnings.catch_warnings():
         # RecBole 1.2.1's pandas calls (chained fillna) warn on every dataset build.
         warnings.simplefilter("ignore", FutureWarning)

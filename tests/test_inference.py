@@ -116,6 +116,29 @@ def test_stored_strings_and_command_line_never_reach_eval(trained, tmp_path, mon
     assert loaded.config["eval_batch_size"] == state["config"]["eval_batch_size"]
 
 
+def test_moved_data_is_named_then_found_with_data_path(trained, tmp_path):
+    import shutil
+
+    result, _, _, d = trained["BPR"]
+    before = load_model(result["saved_model_file"])
+    moved_root = tmp_path / "elsewhere"
+    shutil.move(d, moved_root / "tiny")
+    try:
+        with pytest.raises(FileNotFoundError, match=r"tiny: dataset folder of the checkpoint not found.*data_path"):
+            load_model(result["saved_model_file"])
+        after = load_model(result["saved_model_file"], data_path=str(moved_root))
+        assert after.config["data_path"] == str(moved_root / "tiny")
+        ids = torch.arange(1, before.dataset.user_num)
+        assert torch.equal(score_users(after, ids), score_users(before, ids))
+        # The same through a YAML file, read typed (RecBole's `1e-3` is a float, as in its loader).
+        yaml_file = tmp_path / "moved.yaml"
+        yaml_file.write_text(f"data_path: {moved_root}\nlearning_rate: 1e-3\n")
+        again = load_model(result["saved_model_file"], config_files=[str(yaml_file)])
+        assert again.config["data_path"] == str(moved_root / "tiny") and again.config["learning_rate"] == 0.001
+    finally:
+        shutil.move(moved_root / "tiny", d)
+
+
 class _Touch:
     """A pickle that creates a file when it is loaded."""
 
