@@ -139,6 +139,19 @@ def test_moved_data_is_named_then_found_with_data_path(trained, tmp_path):
         shutil.move(moved_root / "tiny", d)
 
 
+def test_other_model_types_and_names_are_refused(trained, tmp_path):
+    result, *_ = trained["BPR"]
+    state = torch.load(result["saved_model_file"], weights_only=True)
+    for model, message in (("FM", "FM is a context recommender; loading supports general"),
+                           ("NoSuchModel", "NoSuchModel")):
+        state["config"]["model"] = model
+        path = tmp_path / f"{model}.pth"
+        torch.save(state, path)
+        with pytest.raises(ValueError, match=message) as err:
+            load_model(str(path))
+        assert str(path) in str(err.value)
+
+
 class _Touch:
     """A pickle that creates a file when it is loaded."""
 
