@@ -42,6 +42,28 @@ STAGE_KEYS = {
     "encode": {"enabled", "model", "item_texts", "user_texts", "item_suffix", "user_suffix", "batch_size"},
 }
 TOP_KEYS = {"dataset_dir", "name"} | set(STAGE_KEYS)
+# Keys that are switches; every other key but the numbers of NUMBERS (cli_args) is a string.
+FLAG_KEYS = {"enabled", "allow_urls", "strict", "leaky"}
+
+
+def _check_value(path: str, where: str, key: str, value):
+    """A config value of the right type (numbers through cli_args.NUMBERS); a wrong one is
+    an error naming the file and the key, e.g. ``pipe.yaml: preferences.history_tokens``."""
+    from mllmrec_pyg.errors import InputError
+    from mllmrec_pyg.reasoning.cli_args import NUMBERS, check_number
+
+    what = f"{path}: {where}{key}"
+    if value is None:
+        return None
+    if key in NUMBERS:
+        return check_number(key, value, what)
+    if key in FLAG_KEYS:
+        if not isinstance(value, bool):
+            raise InputError(None, f"{what}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise InputError(None, f"{what}: expected a string, got {value!r}")
+    return value
 
 
 def load_config(path: str) -> dict:
@@ -50,8 +72,11 @@ def load_config(path: str) -> dict:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pipeline config {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
+    from mllmrec_pyg.errors import reading
+
+    with reading(path):
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: a pipeline config is a mapping")
     unknown = set(cfg) - TOP_KEYS
@@ -59,6 +84,8 @@ def load_config(path: str) -> dict:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(TOP_KEYS)})")
     if "dataset_dir" not in cfg:
         raise ValueError(f"{path}: needs 'dataset_dir'")
+    for key in ("dataset_dir", "name"):
+        _check_value(path, "", key, cfg.get(key))
     base = os.path.dirname(os.path.abspath(path))
     if not os.path.isabs(cfg["dataset_dir"]):
         cfg["dataset_dir"] = os.path.normpath(os.path.join(base, cfg["dataset_dir"]))  # relative to the config file
@@ -71,6 +98,13 @@ def load_config(path: str) -> dict:
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"{path}: unknown keys in '{stage}': {sorted(unknown)} (known: {sorted(known)})")
+        cfg[stage] = {k: _check_value(path, f"{stage}.", k, v) for k, v in section.items()}
+    if isinstance(cfg.get("preferences"), dict) and cfg["preferences"].get("item_template") is not None:
+        from mllmrec_pyg.reasoning.cli_args import check_item_template_file
+
+        name = cfg.get("name") or os.path.basename(os.path.normpath(cfg["dataset_dir"]))
+        check_item_template_file(os.path.join(cfg["dataset_dir"], f"{name}.item"),
+                                 cfg["preferences"]["item_template"], f"{path}: preferences.item_template")
     return cfg
 
 
@@ -116,7 +150,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         if "describe_images" in stages:
             output = _path(d, img.get("output"), f"{name}.images.jsonl")
             store = _path(d, img.get("store"), f"{name}.images.store.jsonl")
-            stats = describe_images(d, backend_from_config(img), get_template(img.get("template", "image")), store,
+            stats = describe_images(d, backend_from_config(img, "describe_images."), get_template(img.get("template", "image")), store,
                                     output, progress=progress, name=name, image_column=img.get("image_column"),
                                     image_dir=img.get("image_dir"), allow_urls=bool(img.get("allow_urls")),
                                     category=img.get("category", "the product"),
@@ -131,7 +165,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         suffix = ".leaky" if pref.get("leaky") else ""
         users_file = _path(d, pref.get("output"), f"{name}.preferences{suffix}.jsonl")
         if "preferences" in stages:
-            spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref})
+            spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref}, "preferences.")
             template = get_template(pref.get("template", "preference-fewshot"))
             counter = spec.token_counter() or WordCounter()
             descriptions = item_descriptions(d, name, pref.get("item_template"),

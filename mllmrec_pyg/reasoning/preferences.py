@@ -123,10 +123,12 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
         backend: a :class:`~mllmrec_pyg.reasoning.backends.base.Backend`.
         template: the template the prompts were rendered with.
         store_path: the append-only generation store (resumable).
-        output: the user texts file, written atomically once every user has a text.
+        output: the user texts file, written atomically (see ``limit``).
         empty_text: the text of a user with no training item (no prompt is sent).
         progress: tqdm bar.
-        limit: generate at most this many users (a partial run; ``output`` is then not written).
+        limit: generate at most this many users, the first ones of ``prompts`` (a partial
+            run: ``output`` then holds every user whose text is known, those stored by this
+            and earlier runs and those without history, so it never loses an earlier text).
         regenerate: generate every user again even when stored.
 
     Returns the run statistics (:class:`~mllmrec_pyg.reasoning.runner.RunStats` as a dict).
@@ -140,10 +142,20 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
     records = generate_jobs(jobs[:limit] if partial else jobs, backend, template, store,
                             desc="preferences", progress=progress, regenerate=regenerate)
     stats = generate_jobs.last_stats.as_dict()
-    if not partial:
-        texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts}
-        write_texts(output, "user_id", texts)
-    stats["written"] = None if partial else output
+    if partial:
+        from mllmrec_pyg.reasoning.store import record_key, sha256_text
+
+        settings = backend.settings.as_dict()
+        for p in prompts[limit:]:
+            if p.text is not None and p.user_id not in records:
+                records[p.user_id] = store.get(record_key(backend.model_id, template.hash,
+                                                          sha256_text(p.text, None), settings))
+    texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts
+             if p.text is None or records.get(p.user_id) is not None}
+    write_texts(output, "user_id", texts)
+    stats["written"] = output
+    stats["users_written"] = len(texts)
+    stats["partial"] = len(texts) < len(prompts)
     return stats
 
 
