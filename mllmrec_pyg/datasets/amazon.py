@@ -119,7 +119,10 @@ def read_reviews(path: str) -> pd.DataFrame:
     csv_input = _is_csv(path)
     for number, line in _lines(path):
         if csv_input:
-            row = next(csv.reader([line]))
+            try:
+                row = next(csv.reader([line]))
+            except csv.Error as err:  # e.g. a field over csv.field_size_limit()
+                raise ValueError(f"{path}, line {number}: not a CSV line ({err})") from None
             if len(row) != 4:
                 raise ValueError(f"{path}, line {number}: expected 4 comma-separated columns "
                                  f"(user,item,rating,timestamp), got {len(row)}")
