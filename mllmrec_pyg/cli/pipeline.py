@@ -150,7 +150,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         if "describe_images" in stages:
             output = _path(d, img.get("output"), f"{name}.images.jsonl")
             store = _path(d, img.get("store"), f"{name}.images.store.jsonl")
-            stats = describe_images(d, backend_from_config(img, "describe_images."), get_template(img.get("template", "image")), store,
+            stats = describe_images(d, backend_from_config(img), get_template(img.get("template", "image")), store,
                                     output, progress=progress, name=name, image_column=img.get("image_column"),
                                     image_dir=img.get("image_dir"), allow_urls=bool(img.get("allow_urls")),
                                     category=img.get("category", "the product"),
@@ -165,7 +165,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         suffix = ".leaky" if pref.get("leaky") else ""
         users_file = _path(d, pref.get("output"), f"{name}.preferences{suffix}.jsonl")
         if "preferences" in stages:
-            spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref}, "preferences.")
+            spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref})
             template = get_template(pref.get("template", "preference-fewshot"))
             counter = spec.token_counter() or WordCounter()
             descriptions = item_descriptions(d, name, pref.get("item_template"),

@@ -11,11 +11,12 @@ import json
 import os
 import sys
 
-from mllmrec_pyg.errors import about
-from mllmrec_pyg.reasoning.cli_args import (add_backend_args, backend_from_config, check_item_template_file,
-                                               dataset_name, number_arg)
+from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, dataset_name
 from mllmrec_pyg.reasoning.histories import LEAKY_WARNING, WordCounter
 from mllmrec_pyg.reasoning.templates import TEMPLATES, get_template
+
+from mllmrec_pyg.errors import about
+from mllmrec_pyg.reasoning.cli_args import check_item_template_file, number_arg
 
 
 def add_preference_args(p) -> None:
@@ -64,15 +65,18 @@ def run(args) -> int:
     from mllmrec_pyg.reasoning.preferences import (build_prompts, generate_preferences, item_descriptions,
                                                    write_manifest, write_prompts)
 
+    if args.template is not None:
+        with about("--template"):
+            get_template(args.template)  # a bad template file is named before anything is read
+
     name = dataset_name(args.dataset_dir, args.name)
+    if args.item_template is not None and not args.item_texts:
+        item_file = os.path.join(args.dataset_dir, f"{name}.item")
+        check_item_template_file(item_file, args.item_template, "--item-template")
     if args.leaky:
         print(f"WARNING: {LEAKY_WARNING}", file=sys.stderr)
-    with about("--template"):
-        template = get_template(args.template)
+    template = get_template(args.template)
     spec = backend_from_config(vars(args))
-    if args.item_template is not None and not args.item_texts:
-        check_item_template_file(os.path.join(args.dataset_dir, f"{name}.item"), args.item_template,
-                                 "--item-template")
     counter = spec.token_counter() or WordCounter()
     descriptions = item_descriptions(args.dataset_dir, name, args.item_template, args.image_descriptions,
                                      args.item_texts)

@@ -115,15 +115,14 @@ def add_backend_args(parser: argparse.ArgumentParser, default_kind: str, default
                    help="0 = greedy")
     s.add_argument("--top-p", type=number_arg("--top-p"), default=GenerationSettings.top_p)
     s.add_argument("--seed", type=number_arg("--seed"), default=GenerationSettings.seed)
-    s.add_argument("--repetition-penalty", type=number_arg("--repetition-penalty"),
-                   default=GenerationSettings.repetition_penalty)
+    s.add_argument("--repetition-penalty", type=float, default=GenerationSettings.repetition_penalty)
 
 
-def backend_from_config(cfg: dict, what: str = "") -> BackendSpec:
+def backend_from_config(cfg: dict) -> BackendSpec:
     """A :class:`BackendSpec` from a mapping with the keys of :func:`add_backend_args`
-    (underscored, e.g. ``max_new_tokens``); numbers are checked against :data:`NUMBERS`
-    and an error names the key, prefixed with ``what`` (e.g. ``"pipe.yaml: preferences."``)."""
-    cfg = {k: (check_number(k, v, f"{what}{k}") if k in NUMBERS and v is not None else v) for k, v in cfg.items()}
+    (underscored, e.g. ``max_new_tokens``)."""
+    # Numbers checked against NUMBERS, the error naming the key (--repetition-penalty too).
+    cfg = {k: (check_number(k, v, k) if k in NUMBERS and v is not None else v) for k, v in cfg.items()}
     if cfg.get("threads"):
         import torch
 
