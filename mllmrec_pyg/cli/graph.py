@@ -42,6 +42,14 @@ def run(args) -> int:
     from mllmrec_pyg.text.item_text import read_atomic
     from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 
+    if args.save:
+        from mllmrec_pyg.errors import InputError
+
+        # Checked before the graph is built: minutes of work must not end in an unwritable path.
+        if os.path.isdir(args.save):
+            raise InputError(args.save, "--save names a directory; give a file name such as graph.pt")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
+            raise InputError(args.save, "--save: its directory does not exist")
     directory = args.dataset_dir
     name = args.name or os.path.basename(os.path.normpath(directory))
     train = os.path.join(directory, f"{name}.train.inter")

@@ -100,13 +100,17 @@ def write_prompts(path: str, prompts: List[UserPrompt], template: PromptTemplate
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".prompts-", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for p in prompts:
-            f.write(json.dumps({"user_id": p.user_id, "prompt": p.text, "prompt_tokens": p.tokens,
-                                "items_listed": p.n_items, "items_in_history": p.n_history,
-                                "template": template.name, "template_hash": template.hash,
-                                "token_counter": counter_name, "leaky": leaky}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for p in prompts:
+                f.write(json.dumps({"user_id": p.user_id, "prompt": p.text, "prompt_tokens": p.tokens,
+                                    "items_listed": p.n_items, "items_in_history": p.n_history,
+                                    "template": template.name, "template_hash": template.hash,
+                                    "token_counter": counter_name, "leaky": leaky}, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)  # e.g. ``path`` is a directory: leave nothing behind
+        raise
     counts = [p.tokens for p in prompts if p.tokens is not None]
     return {"users": len(prompts), "empty_histories": sum(p.text is None for p in prompts),
             "prompt_tokens_total": sum(counts), "prompt_tokens_max": max(counts, default=0),
