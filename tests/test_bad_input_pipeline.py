@@ -18,16 +18,17 @@ PREFERENCES = "preferences:\n  backend: openai\n  model: m\n  base_url: http://1
     (PREFERENCES + "  epochz: 3\n", ["p.yaml", "epochz"]),
     (PREFERENCES + "  history_tokens: [1\n", ["p.yaml", "line 7", "YAML"]),
     ("encode:\n  batch_size: many\n", ["encode.batch_size", "many"]),
-    ("- a list\n", ["p.yaml", "mapping"]),
 ], ids=["int-text", "int-float", "retries", "max-new-tokens", "flag", "string", "item-template-attr",
-        "item-template-positional", "unknown-key", "yaml-syntax", "encode-int", "not-a-mapping"])
+        "item-template-positional", "unknown-key", "yaml-syntax", "encode-int"])
 def test_bad_config_names_file_and_key(tmp_path, body, needles):
     write_toy(tmp_path / "toy")
     (tmp_path / "p.yaml").write_text("dataset_dir: toy\n" + body)
     check_bad_input(tmp_path, ["pipeline", "--config", "p.yaml", "--no-progress"], *needles)
 
 
-def test_missing_or_directory_config(tmp_path):
+def test_missing_directory_or_list_config(tmp_path):
     (tmp_path / "cfg.yaml").mkdir()
+    (tmp_path / "list.yaml").write_text("- a list\n")
+    check_bad_input(tmp_path, ["pipeline", "--config", "list.yaml"], "list.yaml", "mapping")
     check_bad_input(tmp_path, ["pipeline", "--config", "missing.yaml"], "missing.yaml")
     check_bad_input(tmp_path, ["pipeline", "--config", "cfg.yaml"], "cfg.yaml")
