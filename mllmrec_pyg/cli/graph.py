@@ -34,14 +34,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-    from torch_geometric.data import Data
-    from torch_geometric.transforms import Compose
-
-    from mllmrec_pyg.graph_stats import format_statistics, graph_statistics
-    from mllmrec_pyg.text.item_text import read_atomic
-    from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
-
     if args.save:
         from mllmrec_pyg.errors import InputError
 
@@ -50,6 +42,14 @@ def run(args) -> int:
             raise InputError(args.save, "--save names a directory; give a file name such as graph.pt")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
             raise InputError(args.save, "--save: its directory does not exist")
+    import torch
+    from torch_geometric.data import Data
+    from torch_geometric.transforms import Compose
+
+    from mllmrec_pyg.graph_stats import format_statistics, graph_statistics
+    from mllmrec_pyg.text.item_text import read_atomic
+    from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
+
     directory = args.dataset_dir
     name = args.name or os.path.basename(os.path.normpath(directory))
     train = os.path.join(directory, f"{name}.train.inter")

@@ -144,6 +144,8 @@ def read_reviews(path: str) -> pd.DataFrame:
                              f"got {rating!r} / {stamp!r}") from None
         if not (math.isfinite(rating) and math.isfinite(stamp_f)):
             raise ValueError(f"{path}, line {number}: rating and time must be finite numbers")
+        if not -2 ** 63 <= stamp_f < 2 ** 63:
+            raise ValueError(f"{path}, line {number}: unixReviewTime {stamp!r} does not fit a 64-bit integer")
         user, item = str(user).strip(), str(item).strip()
         if not user or not item or any(c in user + item for c in "\t\n\r"):
             raise ValueError(f"{path}, line {number}: empty user/item id or one with a tab or newline")
