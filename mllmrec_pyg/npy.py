@@ -37,7 +37,8 @@ def read_npy_header(path: str):
             raise InputError(path, f"not an .npy file ({' '.join(str(err).split())})") from None
         offset = f.tell()
     if dtype.hasobject:
-        raise InputError(path, f"dtype {dtype} holds Python objects (pickles); only numeric arrays are read")
+        raise InputError(path, f"not a numeric .npy array: dtype {dtype} holds pickled Python objects, "
+                               f"which are never loaded")
     if any(int(n) < 0 for n in shape):
         raise InputError(path, f"header declares a negative shape {shape}")
     declared = int(np.prod([int(n) for n in shape], dtype=object)) * dtype.itemsize

@@ -16,9 +16,11 @@ that every ``.<name>.tmp-*`` / ``.<name>.old-*`` there belongs to a run that is 
   back to ``<name>`` when it does not (the run died between its two renames).
 
 A second run on the same output waits for the first one's lock (it says so on
-stderr). The lock file stays (empty); removing it would let a waiting process lock a
-file that is no longer the one others open. Without ``fcntl`` (Windows) there is no
-lock and no clean-up.
+stderr). The holder deletes the lock file when it releases the lock; a process that
+locked the file while it was being deleted sees that the path no longer names the
+file it holds and tries again, so two processes never both hold "the" lock. A
+killed holder leaves the (empty) lock file, which the next run reuses and deletes.
+Without ``fcntl`` (Windows) there is no lock and no clean-up.
 """
 import logging
 import os
@@ -46,6 +48,10 @@ class OutputLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it: see the module docstring
+            except FileNotFoundError:  # pragma: no cover - removed by hand
+                pass
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -78,6 +84,31 @@ def leftovers(out_dir: str):
     return found
 
 
+def _lock(lock_path: str, out_dir: str) -> int:
+    """A descriptor of ``lock_path`` holding its exclusive ``flock``; waits for a holder."""
+    said = False
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    print(f"waiting for another process writing {out_dir} (it holds {lock_path})", file=sys.stderr)
+                    said = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder deleted the file we locked: lock the current one
+
+
 def claim_output(out_dir: str) -> OutputLock:
     """Locks ``out_dir`` for writing (waiting while another process holds it) and removes
     the left-overs of killed runs (see the module docstring). The parent directory must
@@ -86,13 +117,8 @@ def claim_output(out_dir: str) -> OutputLock:
     if fcntl is None:  # pragma: no cover - Windows
         return OutputLock("", None)
     lock_path = os.path.join(parent, f".{base}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _lock(lock_path, out_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process writing {out_dir} (it holds {lock_path})", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         for kind, path in leftovers(out_dir):
             if kind == "old" and not os.path.lexists(out_dir):
                 os.rename(path, out_dir)

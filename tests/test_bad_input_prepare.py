@@ -95,7 +95,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(raw):
     assert os.path.isdir(raw / stages[0])  # what kill -9 leaves
     done = run_cli(["prepare", "amazon", "--reviews", "ok.json", "--out", "out", "--k-core", "2"], raw)
     assert done.returncode == 0, done.stderr
-    assert not [e for e in os.listdir(raw) if e.startswith(".out.tmp-")]
+    assert not [e for e in os.listdir(raw) if e.startswith(".out.")]  # stage and lock file gone
     assert os.path.isfile(out / "out.train.inter") and not os.path.exists(out / "half-written")
     assert "removed" in done.stderr and stages[0] in done.stderr
 
@@ -113,4 +113,32 @@ def test_killed_between_renames_restores_the_previous_output(tmp_path):
     with claim_output(str(tmp_path / "data")):
         assert (tmp_path / "data" / "dataset.json").read_text() == "{}"
         assert leftovers(str(tmp_path / "data")) == []
-    assert sorted(os.listdir(tmp_path)) == [".data.lock", ".data.tmp-x", "data"]
+        assert (tmp_path / ".data.lock").exists()
+    assert sorted(os.listdir(tmp_path)) == [".data.tmp-x", "data"]  # the lock file goes with the lock
+
+
+SECOND_WRITER = """
+import sys
+from mllmrec_pyg.datasets.atomic import staged_directory
+with staged_directory(sys.argv[1]) as stage:
+    open(stage + "/second", "w").write("done")
+"""
+
+
+def test_second_writer_waits_for_the_first_then_cleans_up_after_it(tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], env=cli_env(), cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert first.stdout.readline().strip() == "staged"
+        second = subprocess.Popen([sys.executable, "-c", SECOND_WRITER, str(out)], env=cli_env(), cwd=ROOT,
+                                  stderr=subprocess.PIPE, text=True)
+        assert "waiting for another process writing" in second.stderr.readline()
+        assert not out.exists()  # it waits; it has not written
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    assert sorted(os.listdir(out)) == ["second"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the first one's stage and the lock file are gone
