@@ -17,7 +17,7 @@ import csv
 import zlib
 from typing import Iterator, Optional
 
-__all__ = ["InputError", "error_line", "reading", "about", "is_input_error"]
+__all__ = ["InputError", "error_line", "reading", "about"]
 
 
 class InputError(ValueError):
@@ -86,11 +86,6 @@ def error_line(err: BaseException) -> Optional[str]:
         # field or argument (InputError, OutputExistsError, ...).
         return _one_line(err) or type(err).__name__
     return None
-
-
-def is_input_error(err: BaseException) -> bool:
-    """Whether ``err`` is reported as one line (see :func:`error_line`)."""
-    return error_line(err) is not None
 
 
 @contextlib.contextmanager

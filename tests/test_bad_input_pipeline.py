@@ -18,8 +18,9 @@ PREFERENCES = "preferences:\n  backend: openai\n  model: m\n  base_url: http://1
     (PREFERENCES + "  epochz: 3\n", ["p.yaml", "epochz"]),
     (PREFERENCES + "  history_tokens: [1\n", ["p.yaml", "line 7", "YAML"]),
     ("encode:\n  batch_size: many\n", ["encode.batch_size", "many"]),
+    ("describe_images:\n  item_template: '{0}'\n", ["describe_images.item_template", "positional"]),
 ], ids=["int-text", "int-float", "retries", "max-new-tokens", "flag", "string", "item-template-attr",
-        "item-template-positional", "unknown-key", "yaml-syntax", "encode-int"])
+        "item-template-positional", "unknown-key", "yaml-syntax", "encode-int", "describe-item-template"])
 def test_bad_config_names_file_and_key(tmp_path, body, needles):
     write_toy(tmp_path / "toy")
     (tmp_path / "p.yaml").write_text("dataset_dir: toy\n" + body)

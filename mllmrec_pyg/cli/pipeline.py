@@ -99,12 +99,13 @@ def load_config(path: str) -> dict:
         if unknown:
             raise ValueError(f"{path}: unknown keys in '{stage}': {sorted(unknown)} (known: {sorted(known)})")
         cfg[stage] = {k: _check_value(path, f"{stage}.", k, v) for k, v in section.items()}
-    if isinstance(cfg.get("preferences"), dict) and cfg["preferences"].get("item_template") is not None:
-        from mllmrec_pyg.reasoning.cli_args import check_item_template_file
+    from mllmrec_pyg.reasoning.cli_args import check_item_template_file
 
-        name = cfg.get("name") or os.path.basename(os.path.normpath(cfg["dataset_dir"]))
-        check_item_template_file(os.path.join(cfg["dataset_dir"], f"{name}.item"),
-                                 cfg["preferences"]["item_template"], f"{path}: preferences.item_template")
+    name = cfg.get("name") or os.path.basename(os.path.normpath(cfg["dataset_dir"]))
+    for stage in ("describe_images", "preferences"):
+        if isinstance(cfg.get(stage), dict) and cfg[stage].get("item_template") is not None:
+            check_item_template_file(os.path.join(cfg["dataset_dir"], f"{name}.item"), cfg[stage]["item_template"],
+                                     f"{path}: {stage}.item_template")
     return cfg
 
 
