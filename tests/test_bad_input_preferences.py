@@ -21,7 +21,7 @@ def toy(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("args, needles", [
+CASES = [
     (["--retries", "-1"], ["--retries", "-1", ">= 0"]),
     (["--limit", "-1"], ["--limit", "-1"]),
     (["--limit", "0"], ["--limit", ">= 1"]),
@@ -42,7 +42,10 @@ def toy(tmp_path):
     (["--item-template", "{"], ["--item-template"]),
     (["--prompts-only", "outdir"], ["outdir", "Is a directory"]),
     (["--no-such-option"], ["--no-such-option"]),
-])
+]
+
+
+@pytest.mark.parametrize("args, needles", CASES, ids=[" ".join(args) for args, _ in CASES])
 def test_bad_argument_is_one_line_naming_it(toy, args, needles):
     check_bad_input(toy, ["preferences", "toy", *OFFLINE, *args], *needles)
 
