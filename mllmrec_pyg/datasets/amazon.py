@@ -119,7 +119,10 @@ def read_reviews(path: str) -> pd.DataFrame:
     csv_input = _is_csv(path)
     for number, line in _lines(path):
         if csv_input:
-            row = next(csv.reader([line]))
+            try:
+                row = next(csv.reader([line]))
+            except csv.Error as err:  # e.g. a field over csv.field_size_limit()
+                raise ValueError(f"{path}, line {number}: not a CSV line ({err})") from None
             if len(row) != 4:
                 raise ValueError(f"{path}, line {number}: expected 4 comma-separated columns "
                                  f"(user,item,rating,timestamp), got {len(row)}")
@@ -141,6 +144,8 @@ def read_reviews(path: str) -> pd.DataFrame:
                              f"got {rating!r} / {stamp!r}") from None
         if not (math.isfinite(rating) and math.isfinite(stamp_f)):
             raise ValueError(f"{path}, line {number}: rating and time must be finite numbers")
+        if not -2 ** 63 <= stamp_f < 2 ** 63:
+            raise ValueError(f"{path}, line {number}: unixReviewTime {stamp!r} does not fit a 64-bit integer")
         user, item = str(user).strip(), str(item).strip()
         if not user or not item or any(c in user + item for c in "\t\n\r"):
             raise ValueError(f"{path}, line {number}: empty user/item id or one with a tab or newline")

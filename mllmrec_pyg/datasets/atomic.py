@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mllmrec_pyg.staging import claim_output
+
 __all__ = [
     "OutputExistsError", "dataset_name", "check_output_dir", "staged_directory",
     "write_inter", "write_table", "write_yaml", "recbole_config", "write_dataset",
@@ -80,6 +82,7 @@ def staged_directory(out_dir: str, overwrite: bool = False) -> Iterator[str]:
     check_output_dir(out_dir, overwrite)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
+    lock = claim_output(out_dir)  # one writer at a time; removes what killed runs left (mllmrec_pyg.staging)
     base = os.path.basename(os.path.normpath(out_dir))
     stage = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
@@ -99,6 +102,7 @@ def staged_directory(out_dir: str, overwrite: bool = False) -> Iterator[str]:
     finally:
         if os.path.isdir(stage):
             shutil.rmtree(stage, ignore_errors=True)
+        lock.release()
 
 
 def write_inter(path: str, frame: pd.DataFrame) -> int:

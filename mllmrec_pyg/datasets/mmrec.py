@@ -126,6 +126,9 @@ def _find_inter(src: str, name: str, inter_file: Optional[str]) -> str:
 
 def _load_npy(path: str, ids: np.ndarray, what: str) -> np.ndarray:
     """Rows ``ids`` of the ``.npy`` matrix at ``path`` (row r = id r)."""
+    from mllmrec_pyg.npy import read_npy_header
+
+    read_npy_header(path)  # checks the declared shape against the file size before np.load allocates it
     try:
         matrix = np.load(path, allow_pickle=False)  # never unpickle a downloaded file
     except (ValueError, OSError) as err:

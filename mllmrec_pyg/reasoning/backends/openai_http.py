@@ -62,6 +62,8 @@ class OpenAIBackend(Backend):
 
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.model = model
         self.base_url = base_url
         self.model_id = f"openai:{model}@{base_url}"
