@@ -359,7 +359,8 @@ def mllmrec_yaml(out_dir: str, name: str, seed: int) -> Tuple[str, dict]:
         if key in name.lower():
             config.update({"knn_threshold": eps, "cooc_k": kc})
     comment = (f"MLLMRec config of `{name}`: {name}.yaml plus the feature files, which do not exist\n"
-               f"until `mllmrec encode {out_dir}` (after describe-images / preferences) writes them.\n"
+               f"until `mllmrec encode {out_dir} --user-texts <preferences.jsonl>` (after describe-images /\n"
+               f"preferences) writes them.\n"
                f"python -m recbole_models.run --model MLLMRec --dataset {name} "
                f"--config_files {os.path.join(out_dir, name + '.mllmrec.yaml')}")
     return comment, config
