@@ -58,9 +58,10 @@ def run(args) -> int:
         print(f"note: no {name}.train.inter; co-occurrence from all of {train}")
     feat_file = os.path.join(directory, f"{name}.{args.features}")
     if os.path.isfile(feat_file):
-        frame = read_atomic(feat_file)
-        tokens = list(frame.iloc[:, 0])
-        x = torch.tensor([[float(v) for v in s.split()] for s in frame.iloc[:, 1]])
+        from mllmrec_pyg.datasets.mmrec import read_feature_file
+
+        tokens, values = read_feature_file(feat_file)  # an id on two rows is an error
+        x = torch.from_numpy(values)
     else:
         from mllmrec_pyg.text.encoder import encode_texts
         from mllmrec_pyg.text.item_text import item_texts

@@ -27,7 +27,7 @@ Example config (every key but ``dataset_dir`` optional; see docs/reasoning.md)::
 import json
 import os
 
-from mllmrec_pyg.reasoning.cli_args import backend_from_config, dataset_name
+from mllmrec_pyg.reasoning.cli_args import backend_from_config, dataset_name, default_preference_template
 
 BACKEND_KEYS = {"backend", "model", "base_url", "api_key", "concurrency", "retries", "timeout", "batch_size",
                 "device", "dtype", "threads", "max_new_tokens", "temperature", "top_p", "seed",
@@ -170,7 +170,8 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         users_file = _path(d, pref.get("output"), f"{name}.preferences{suffix}.jsonl")
         if "preferences" in stages:
             spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref})
-            template = get_template(pref.get("template", "preference-fewshot"))
+            template = get_template(pref.get("template")
+                                    or default_preference_template(pref.get("backend", "transformers")))
             counter = spec.token_counter() or WordCounter()
             descriptions = item_descriptions(d, name, pref.get("item_template"),
                                              item_texts_file=items_file if pref.get("item_template") is None else None)

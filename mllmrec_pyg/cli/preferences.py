@@ -11,7 +11,8 @@ import json
 import os
 import sys
 
-from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, dataset_name
+from mllmrec_pyg.reasoning.cli_args import (add_backend_args, backend_from_config, dataset_name,
+                                            default_preference_template)
 from mllmrec_pyg.reasoning.histories import LEAKY_WARNING, WordCounter
 from mllmrec_pyg.reasoning.store import default_store_path
 from mllmrec_pyg.reasoning.templates import TEMPLATES, get_template
@@ -21,9 +22,10 @@ from mllmrec_pyg.reasoning.cli_args import check_item_template_file, number_arg
 
 
 def add_preference_args(p) -> None:
-    p.add_argument("--template", default="preference-fewshot",
+    p.add_argument("--template", default=None,
                    help=f"built-in name ({', '.join(sorted(TEMPLATES))}) or a YAML/JSON/TXT file "
-                        "(default preference-fewshot, for base models)")
+                        "(default: preference, a chat template, with --backend openai; preference-fewshot, "
+                        "for base models, with local backends)")
     p.add_argument("--item-template", help="str.format template of one item over the .item columns, e.g. "
                                            "'{movie_title} ({release_year}; {class})' (default: labelled fields)")
     p.add_argument("--image-descriptions", help="JSONL of image descriptions to fuse into item texts")
@@ -77,7 +79,7 @@ def run(args) -> int:
         check_item_template_file(item_file, args.item_template, "--item-template")
     if args.leaky:
         print(f"WARNING: {LEAKY_WARNING}", file=sys.stderr)
-    template = get_template(args.template)
+    template = get_template(args.template or default_preference_template(args.backend))
     spec = backend_from_config(vars(args))
     counter = spec.token_counter() or WordCounter()
     descriptions = item_descriptions(args.dataset_dir, name, args.item_template, args.image_descriptions,

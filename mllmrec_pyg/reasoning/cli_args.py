@@ -118,6 +118,17 @@ def add_backend_args(parser: argparse.ArgumentParser, default_kind: str, default
     s.add_argument("--repetition-penalty", type=float, default=GenerationSettings.repetition_penalty)
 
 
+def default_preference_template(kind: str) -> str:
+    """The preference template used when none is named: a chat template for an OpenAI-
+    compatible server (chat servers may lack ``/v1/completions``), the few-shot completion
+    template for local models (the bundled Gemma 3 270M is a base model)."""
+    if kind == "openai":
+        from mllmrec_pyg.reasoning.backends.openai_http import DEFAULT_PREFERENCE_TEMPLATE
+
+        return DEFAULT_PREFERENCE_TEMPLATE
+    return "preference-fewshot"
+
+
 def backend_from_config(cfg: dict) -> BackendSpec:
     """A :class:`BackendSpec` from a mapping with the keys of :func:`add_backend_args`
     (underscored, e.g. ``max_new_tokens``)."""
