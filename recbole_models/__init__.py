@@ -10,9 +10,10 @@ and the runners ``python -m recbole_models.run`` / ``python -m recbole_models.co
 import importlib
 import os
 
-from recbole_models import compat
+from recbole_models import compat, safe_data
 
 compat.apply()
+safe_data.apply()  # never unpickle RecBole's saved/*.pth caches
 
 from recbole_models.model import MLLMRec  # noqa: E402
 
