@@ -1,6 +1,6 @@
 """RecBole configuration built from typed values only, and checked before training.
 
-RecBole 1.2.1's ``Config`` ``eval``\\ s every string value of ``config_dict`` and of
+RecBole 1.2.1's ``Config`` ``eval``s every string value of ``config_dict`` and of
 the command line (``_convert_config_dict``), reads ``sys.argv`` on its own
 (``_load_cmd_line``), loads config files with PyYAML's ``FullLoader``, and its
 ``create_dataset``/``data_preparation`` unpickle ``saved/*.pth`` caches. Here:
@@ -9,7 +9,7 @@ the command line (``_convert_config_dict``), reads ``sys.argv`` on its own
   is read by :func:`load_yaml` (``yaml.SafeLoader`` plus RecBole's resolver that
   makes ``1e-3`` a float), and every ``--key=value`` by :func:`parse_overrides`
   (the value is read as one YAML scalar/list/mapping, same loader);
-* :class:`SafeConfig` never reads ``sys.argv`` and never ``eval``\\ s: a string stays
+* :class:`SafeConfig` never reads ``sys.argv`` and never ``eval``s: a string stays
   a string;
 * unknown keys are an error (:func:`check_keys`) naming the key, where it came
   from and the closest known key; the known keys are RecBole's own
@@ -178,7 +178,7 @@ def check_valid_metric(config) -> None:
 
 
 class SafeConfig(Config):
-    """RecBole's ``Config`` that never ``eval``\\ s, never reads ``sys.argv`` and reads
+    """RecBole's ``Config`` that never ``eval``s, never reads ``sys.argv`` and reads
     config files with :func:`load_yaml`. Pass typed values in ``config_dict``."""
 
     def _load_config_files(self, file_list):

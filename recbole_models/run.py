@@ -10,7 +10,7 @@ code: ``Config`` → ``create_dataset`` (with checked feature files) →
 ``data_preparation`` → model → trainer. It does not import
 ``recbole.quick_start`` (which imports ``ray``). ``--key=value`` overrides are
 parsed here as YAML values and handed to RecBole typed; RecBole's ``Config`` never
-reads the command line or ``eval``\ s (:mod:`recbole_models.config`). Multi-process
+reads the command line or ``eval``s (:mod:`recbole_models.config`). Multi-process
 training takes RecBole's ``nproc``, ``world_size``, ``ip``, ``port`` and
 ``group_offset`` arguments, passed on as in ``recbole.quick_start.run``; without
 CUDA the processes use the ``gloo`` backend on the CPU.
@@ -49,7 +49,7 @@ def make_config(model: str, dataset: str, config_file_list: Optional[List[str]] 
     Our models' default YAML comes first, then ``config_file_list`` (each entry may hold
     several space-separated names, as RecBole's ``--config_files``), then ``config_dict``.
     Keys in the files are checked (an unknown key is an error naming it and the closest
-    known key); ``config_dict`` is taken as given (its values are never ``eval``\ ed).
+    known key); ``config_dict`` is taken as given (its values are never ``eval``-ed).
     Settings that would read or write RecBole's pickle caches are refused, and
     ``valid_metric`` must be among the computed metrics.
     """
@@ -154,6 +154,14 @@ def run(model: str, dataset: str, config_file_list=None, config_dict=None, saved
     return None if queue.empty() else queue.get()
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors raise :class:`ConfigError`, so that :func:`cli`
+    reports them as one ``error:`` line like every other error."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", nargs="*", default=None,
@@ -174,8 +182,13 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_args(parser: argparse.ArgumentParser, argv):
     """``(args, overrides)``: our arguments, and the other ``--key=value`` arguments as
     typed, checked config values (:func:`recbole_models.config.parse_overrides`)."""
-    args, rest = parser.parse_known_args(argv)
-    overrides = parse_overrides(rest)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--key=value` for a config key goes to the overrides before argparse sees it:
+    # argparse would take a value with a space for an argument of the option before.
+    ours = {opt for opt in parser._option_string_actions}
+    is_override = [a.startswith("--") and "=" in a and a.split("=", 1)[0] not in ours for a in argv]
+    args, rest = parser.parse_known_args([a for a, o in zip(argv, is_override) if not o])
+    overrides = parse_overrides([a for a, o in zip(argv, is_override) if o] + rest)
     check_keys(overrides, "command line")
     check_no_pickles(overrides, "command line")
     return args, overrides
@@ -199,7 +212,7 @@ def one_line(err: BaseException) -> str:
 def cli(main: Callable[[Optional[List[str]]], int], argv=None) -> int:
     """Runs an entry point: an error ends as one ``error: ...`` line on stderr and exit
     status 2; ``--debug`` or the environment variable ``RECBOLE_MODELS_DEBUG=1`` shows the
-    traceback instead. RecBole's pandas ``FutureWarning``\ s are silenced here only."""
+    traceback instead. RecBole's pandas ``FutureWarning``s are silenced here only."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     with warnings.catch_warnings():
@@ -217,7 +230,7 @@ def cli(main: Callable[[Optional[List[str]]], int], argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recbole_models.run", description=__doc__.split("\n")[0],
+    parser = ArgumentParser(prog="python -m recbole_models.run", description=__doc__.split("\n")[0],
                                      epilog="Other --key=value arguments override config keys, as in "
                                             "RecBole; the value is read as YAML (1e-3, ~, [10, 20]).")
     parser.add_argument("--model", "-m", default="MLLMRec", help="our model or any RecBole model")
