@@ -39,7 +39,8 @@ def encode_other_parameter(value):
 
     A sparse matrix becomes ``{_TAG: "scipy.sparse", "format": "csc", "array": False,
     "shape": [n, m], "data", "indices", "indptr"}`` (its CSR form as tensors); an
-    ``ndarray`` becomes ``{_TAG: "numpy", "value": tensor}``.
+    ``ndarray`` becomes ``{_TAG: "numpy", "matrix": False, "value": tensor}`` (``True``
+    for a ``numpy.matrix``).
     """
     if sp.issparse(value):
         csr = value.tocsr()
@@ -48,7 +49,9 @@ def encode_other_parameter(value):
                 "indices": torch.from_numpy(np.ascontiguousarray(csr.indices)),
                 "indptr": torch.from_numpy(np.ascontiguousarray(csr.indptr))}
     if isinstance(value, np.ndarray):
-        return {_TAG: "numpy", "value": torch.from_numpy(np.ascontiguousarray(value))}
+        # EASE keeps a numpy.matrix, whose products stay 2-d: rebuild the same class.
+        return {_TAG: "numpy", "matrix": isinstance(value, np.matrix),
+                "value": torch.from_numpy(np.ascontiguousarray(np.asarray(value)))}
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
@@ -68,11 +71,23 @@ def decode_other_parameter(value):
                       shape=tuple(value["shape"]))
             return csr.asformat(value["format"])
         if kind == "numpy":
-            return value["value"].numpy()
+            array = value["value"].numpy()
+            return np.asmatrix(array) if value.get("matrix") else array
         return {k: decode_other_parameter(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(decode_other_parameter(v) for v in value)
     return value
+
+
+def save_atomic(state: dict, path: str) -> None:
+    """``torch.save`` to a temporary file, then rename: a reader never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def load_checkpoint(model, path: str, device=None) -> dict:
@@ -135,13 +150,8 @@ class SafeCheckpointMixin:
             base, ext = os.path.splitext(self.saved_model_file)
             self.saved_model_file = f"{base}-{uuid.uuid4().hex[:8]}{ext}"
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        # RecBole saves a checkpoint exactly when the validation score improves.
-        self.best_epoch = epoch
-        state = {
+    def _state(self, epoch) -> dict:
+        return {
             "config": plain_config(self.config),
             "epoch": int(epoch),
             "cur_step": int(self.cur_step),
@@ -150,15 +160,22 @@ class SafeCheckpointMixin:
             "other_parameter": encode_other_parameter(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
         }
-        tmp = f"{saved_model_file}.tmp{os.getpid()}"
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, saved_model_file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        # RecBole saves a checkpoint exactly when the validation score improves.
+        self.best_epoch = epoch
+        save_atomic(self._state(epoch), saved_model_file)
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
+
+    def save_pretrained_model(self, epoch, saved_model_file):
+        # PretrainTrainer (RaCT's stages) saves its Config object too; RaCT's next stage
+        # and the test step read the file with torch.load's weights-only default.
+        save_atomic(self._state(epoch), saved_model_file)
+        self.saved_model_file = saved_model_file
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
