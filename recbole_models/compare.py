@@ -50,7 +50,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from recbole_models import get_model
 from recbole_models.config import (ConfigError, check_keys, check_no_pickles, computed_metrics,
                                    load_yaml, split_config_files)
-from recbole_models.run import ArgumentParser, add_common_arguments, cli, make_config, one_line, parse_args, run_recbole
+from recbole_models.run import (ArgumentParser, add_common_arguments, cli, make_config, one_line, parse_args,
+                                quiet_recbole_warnings, run_recbole)
 
 _DEFAULT_VARIANTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml", "variants.yaml")
 # Short column names; other metrics keep RecBole's name.
@@ -182,8 +183,7 @@ def _run_in_worker(task) -> Tuple[int, Dict]:
     import torch
 
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(recbole|pandas)(\.|$)")
+    with quiet_recbole_warnings():
         return i, _one_run(*args)
 
 

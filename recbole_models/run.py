@@ -19,6 +19,8 @@ Every error ends as one ``error: ...`` line on stderr with exit status 2
 (``--debug`` or ``RECBOLE_MODELS_DEBUG=1`` for the traceback).
 """
 import argparse
+import contextlib
+import gc
 import os
 import sys
 import time
@@ -86,6 +88,9 @@ def run_recbole(model: str, dataset: str, config_file_list=None, config_dict=Non
     ``best_epoch`` and ``train_time`` (seconds of ``Trainer.fit``)."""
     config = make_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    # RecBole's init_logger creates ./log/<model> with exists-then-makedirs: ranks of a
+    # distributed run (or parallel runs) race on it.
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
@@ -120,10 +125,14 @@ def run_recbole(model: str, dataset: str, config_file_list=None, config_dict=Non
         "train_time": train_time,
         "saved_model_file": trainer.saved_model_file if saved else None,
     }
-    if not config["single_spec"]:
-        torch.distributed.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
+    if not config["single_spec"]:
+        # The DDP wrapper must go before its process group: freed afterwards (when this
+        # frame ends) its reducer waits on the destroyed gloo group for ever.
+        del trainer
+        gc.collect()
+        torch.distributed.destroy_process_group()
     return result
 
 
@@ -132,7 +141,18 @@ def _run_rank(rank, *args):
     if not isinstance(kwargs, MutableMapping):
         raise ValueError(f"expected a dict of keyword arguments, got {type(kwargs)}")
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
-    run_recbole(*args[:3], **kwargs)
+    with quiet_recbole_warnings():
+        run_recbole(*args[:3], **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_recbole_warnings():
+    """Silences the pandas ``FutureWarning``s RecBole 1.2.1 triggers (chained
+    ``fillna(inplace=True)``) and its deprecated ``torch.cuda.amp`` call, in our entry
+    points only: a run's output stays readable, other code keeps its warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
+        yield
 
 
 def run(model: str, dataset: str, config_file_list=None, config_dict=None, saved: bool = True,
@@ -215,8 +235,7 @@ def cli(main: Callable[[Optional[List[str]]], int], argv=None) -> int:
     traceback instead. RecBole's pandas ``FutureWarning``s are silenced here only."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(recbole|pandas)(\.|$)")
+    with quiet_recbole_warnings():
         try:
             return main(argv)
         except KeyboardInterrupt:
