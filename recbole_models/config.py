@@ -177,6 +177,14 @@ def check_valid_metric(config) -> None:
                           f"{names} (set by `metrics` and `topk`)")
 
 
+def check_evaluated_strings(config) -> None:
+    """RecBole's KD_DAGFM ``eval``s its ``teacher`` value to find the teacher model class:
+    it must be a plain class name."""
+    teacher = config.final_config_dict.get("teacher")
+    if teacher is not None and not (isinstance(teacher, str) and teacher.isidentifier()):
+        raise ConfigError(f"`teacher: {teacher!r}` must be a model class name (RecBole evaluates it)")
+
+
 class SafeConfig(Config):
     """RecBole's ``Config`` that never ``eval``s, never reads ``sys.argv`` and reads
     config files with :func:`load_yaml`. Pass typed values in ``config_dict``."""

@@ -36,8 +36,9 @@ from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_models import get_model, model_yaml
-from recbole_models.config import (ConfigError, SafeConfig, check_keys, check_no_pickles,
-                                   check_valid_metric, load_yaml, parse_overrides, split_config_files)
+from recbole_models.config import (ConfigError, SafeConfig, check_evaluated_strings, check_keys,
+                                   check_no_pickles, check_valid_metric, load_yaml, parse_overrides,
+                                   split_config_files)
 from recbole_models.features import create_dataset
 from recbole_models.trainer import get_trainer
 
@@ -79,6 +80,7 @@ def make_config(model: str, dataset: str, config_file_list: Optional[List[str]] 
     if dataset == "ml-100k" and user_path:
         config["data_path"] = os.path.join(user_path, dataset)
     check_valid_metric(config)
+    check_evaluated_strings(config)
     return config
 
 

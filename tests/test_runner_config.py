@@ -164,3 +164,10 @@ def test_valid_metric_must_be_computed_before_training(tiny):
     assert not os.path.isdir(os.path.join(os.path.dirname(config_file), "saved"))  # nothing trained
     config = make_config("BPR", "tiny", [config_file], {"valid_metric": "MRR@10", "metrics": ["MRR"]})
     assert config["valid_metric"] == "MRR@10"
+
+
+def test_strings_a_recbole_model_evaluates_must_be_names(tiny):
+    config_file, *_ = tiny
+    with pytest.raises(ConfigError, match="`teacher: .*` must be a model class name"):
+        make_config("BPR", "tiny", [config_file], {"teacher": PAYLOAD})
+    assert make_config("BPR", "tiny", [config_file], {"teacher": "DNN"})["teacher"] == "DNN"
