@@ -67,11 +67,12 @@ def decode_other_parameter(value):
         kind = value.get(_TAG)
         if kind == "scipy.sparse":
             cls = sp.csr_array if value["array"] else sp.csr_matrix
-            csr = cls((value["data"].numpy(), value["indices"].numpy(), value["indptr"].numpy()),
-                      shape=tuple(value["shape"]))
+            # .cpu(): load_checkpoint maps tensors to the model's device (CUDA too).
+            csr = cls((value["data"].cpu().numpy(), value["indices"].cpu().numpy(),
+                       value["indptr"].cpu().numpy()), shape=tuple(value["shape"]))
             return csr.asformat(value["format"])
         if kind == "numpy":
-            array = value["value"].numpy()
+            array = value["value"].cpu().numpy()
             return np.asmatrix(array) if value.get("matrix") else array
         return {k: decode_other_parameter(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
