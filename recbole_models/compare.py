@@ -135,7 +135,7 @@ def markdown_table(results: List[Dict], metrics: Optional[List[str]] = None,
     failed = any(r.get("error") for r in results)
     cols = ["Model"] + (["Seeds"] if multi else []) + [header(m) for m in metrics] \
         + ["Best epoch", "Train time (s)"] + (["Error"] if failed else [])
-    lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 2 - failed)
+    lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1 - failed)
              + ("---|" if failed else "")]
     for n in names:
         rows = [r for r in results if r["name"] == n]

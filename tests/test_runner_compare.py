@@ -35,6 +35,12 @@ def run_main(*args):
     return cli(compare_main, [str(a) for a in args])
 
 
+def assert_well_formed(table: str):
+    """Every row of the Markdown table has as many cells as the header."""
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len({line.count("|") - line.count("\\|") for line in rows}) == 1, table
+
+
 def test_failed_run_is_a_row_and_the_others_are_kept(tiny, tmp_path, capsys):
     config_file, variants = tiny
     out = tmp_path / "res" / "t.md"
@@ -43,6 +49,7 @@ def test_failed_run_is_a_row_and_the_others_are_kept(tiny, tmp_path, capsys):
     lines = out.read_text().splitlines()
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "---" not in line}
     assert "| Error |" in lines[2]
+    assert_well_formed(out.read_text())
     assert "ValueError: " in rows["broken"] and "knn_k" in rows["broken"] and "–" in rows["broken"]
     assert rows["Pop"].count("0.") >= 4 and rows["BPR"].count("0.") >= 4
     stream = read_results(str(tmp_path / "res" / "t.jsonl"))
@@ -77,6 +84,7 @@ def test_columns_and_header_come_from_the_config(tiny, tmp_path):
     text = out.read_text()
     assert text.startswith("# tiny: test results (epoch chosen on valid MRR@5)")
     assert "| Model | Hit@5 | MRR@5 | Best epoch | Train time (s) |" in text
+    assert_well_formed(text)
 
 
 @pytest.mark.parametrize("flag", ["--nproc=2", "--world_size=2", "--ip=1.2.3.4", "--port=1", "--group_offset=1"])
@@ -109,6 +117,7 @@ def test_seeds_mean_std_and_paired_test(tiny, tmp_path):
     cell = row.split("|")[4].strip()  # Model, Seeds, R@10, R@20
     assert cell == f"{mean:.4f} ± {std:.4f} ({diff:+.4f}{'*' if p < 0.05 else ''})"
     assert row.split("|")[2].strip() == "3/3"
+    assert_well_formed(out.read_text())
     table = markdown_table(results, ["recall@20"], baseline="Pop", alpha=1.0)  # everything "significant"
     assert "*)" in table.splitlines()[2] and "*" not in table.splitlines()[3]
 
