@@ -51,6 +51,7 @@ from recbole.config import Config
 from recbole.utils import ModelType, init_seed
 
 from recbole_models import get_model
+from recbole_models.trainer import decode_other_parameter
 
 __all__ = ["CheckpointConfig", "LoadedModel", "read_checkpoint", "load_model", "DERIVED_KEYS"]
 
@@ -354,7 +355,8 @@ def load_model(checkpoint_path: str, *, config_files: Optional[Sequence[str]] = 
     except RuntimeError as err:
         raise ValueError(f"{checkpoint_path}: the stored weights do not fit {stored['model']} "
                          f"built from the stored config: {str(err).splitlines()[0]}") from None
-    model.load_other_parameter(_to_device(state.get("other_parameter"), config["device"]))
+    model.load_other_parameter(decode_other_parameter(_to_device(state.get("other_parameter"),
+                                                                  config["device"])))
     model.eval()
     return LoadedModel(model=model, dataset=dataset, config=config,
                        loaders={"train": train, "valid": valid, "test": test},

@@ -25,7 +25,9 @@ Embeddings (:func:`embeddings`): a user matrix :math:`U` and an item matrix
 :math:`s_{ui} = U_u^\top I_i`. The rule, tried in this order:
 
 1. MLLMRec: the outputs of its two towers (after the user-item propagation
-   of "+UI-GCN" when that is configured);
+   of "+UI-GCN" when that is configured); our multimodal baselines
+   (:class:`~recbole_models.model.multimodal.MultimodalRecommender`): their
+   ``all_embeddings()``, the final vectors their ranking scores;
 2. RecBole's full-sort cache: the ``restore_user_e`` / ``restore_item_e``
    matrices that RecBole's graph models (LightGCN, NGCF, DGCF, SGL, SpectralCF,
    NCL) fill when they rank, i.e. their propagated embeddings;
@@ -150,6 +152,8 @@ def _candidates(model):
     """(source name, callable returning (U, I) or None), in the order of the module docstring."""
     if hasattr(model, "_all_outputs"):  # MLLMRec: both towers (+UI-GCN)
         yield "tower outputs", model._all_outputs
+    if hasattr(model, "all_embeddings"):  # our multimodal baselines
+        yield "all_embeddings", model.all_embeddings
     if hasattr(model, "restore_user_e") and hasattr(model, "restore_item_e"):
         # Filled by the full_sort_predict call that computed the reference scores.
         yield "full-sort cache", lambda: (model.restore_user_e, model.restore_item_e)
