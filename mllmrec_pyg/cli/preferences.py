@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="user texts JSONL (default <dataset_dir>/<name>.preferences.jsonl)")
     p.add_argument("--prompts-only", metavar="FILE", help="write the prompts with token counts; generate nothing")
     p.add_argument("--leaky", action="store_true",
-                   help="use ALL interactions (valid/test included) to MEASURE leakage; never for results")
+                   help="use ALL interactions (valid/test included) to MEASURE leakage; never for results. "
+                        "Writes <name>.preferences.leaky.jsonl and preferences.leaky.manifest.json")
     p.add_argument("--limit", type=int, help="generate at most this many users (partial run)")
     p.add_argument("--regenerate", action="store_true",
                    help="generate every user again even when stored (appended; the newest record wins)")
@@ -76,12 +77,16 @@ def run(args) -> int:
     output = args.output or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.jsonl")
     stats = generate_preferences(prompts, spec, template, store, output, args.empty_text,
                                  progress=not args.no_progress, limit=args.limit, regenerate=args.regenerate)
-    if args.manifest and stats["written"]:
-        write_manifest(args.manifest, prompts, spec, template, store, output, args.dataset_dir, extra={
+    # Leaky texts always carry a manifest that says so, in a file of their own.
+    manifest = args.manifest or (os.path.join(args.dataset_dir, "preferences.leaky.manifest.json")
+                                 if args.leaky else None)
+    if manifest and stats["written"]:
+        write_manifest(manifest, prompts, spec, template, store, output, args.dataset_dir, extra={
             "item_template": args.item_template, "history_tokens": args.history_tokens,
             "item_tokens": args.item_tokens, "max_items": args.max_items, "empty_text": args.empty_text,
             "budget_rule": "most recent training items first; each description cut to item_tokens; items added "
-                           "while the list fits history_tokens; kept items listed oldest first"})
-        stats["manifest"] = args.manifest
+                           "while the list fits history_tokens; kept items listed oldest first"},
+            leaky=args.leaky)
+        stats["manifest"] = manifest
     print(json.dumps({"store": store, **stats}))
     return 0
