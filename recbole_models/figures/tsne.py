@@ -100,7 +100,7 @@ def tsne_figure(checkpoints: Sequence[str], out: str, config_files: Optional[Seq
     cbar = fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.85)
     cbar.set_label("log10 training interactions of the user")
     fig.suptitle(f"{dataset_name}: t-SNE of {n} users' normalised representations "
-                 f"(lower align / uniform is better; align on {pairs} pairs)", fontsize=10)
+                 f"(lower align / uniform is better; align on {pairs} pairs)", fontsize=10, y=1.04)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=130, bbox_inches="tight")
     plt.close(fig)
