@@ -45,7 +45,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from recbole_models.sweep import Point, check_typed, mean_std, parse_value, run_points
+from recbole_models.sweep import (Point, check_typed, load_yaml_file, mean_std, no_command_line, parse_value,
+                                  run_points)
 
 __all__ = ["expand_grid", "aggregate", "select_on_valid", "markdown_table", "plot_grid", "run_grid", "main"]
 
@@ -134,7 +135,8 @@ def markdown_table(rows: List[Dict], best: int, valid_metric: str, title: str,
     return "\n".join(lines) + "\n"
 
 
-def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, path: str, title: str) -> Optional[str]:
+def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, path: str,
+              title: str) -> Optional[str]:
     """A line plot (one key) or two heat maps (two keys) of the valid and test metric;
     ``None`` (nothing written) for more keys."""
     import matplotlib
@@ -151,7 +153,8 @@ def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, 
         labels = [_fmt_value(r["point"][key]) for r in rows]
         x = np.arange(len(rows))
         fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4))
-        for name, series, marker in ((f"valid {valid_metric}", "valid", "o"), (f"test {test_metric}", test_metric, "s")):
+        for name, series, marker in ((f"valid {valid_metric}", "valid", "o"),
+                                     (f"test {test_metric}", test_metric, "s")):
             mean = np.array([r[series][0] for r in rows])
             std = np.array([r[series][1] for r in rows])
             ax.errorbar(x, mean, yerr=None if n_seeds < 2 else std, marker=marker, capsize=4, label=name)
@@ -167,7 +170,8 @@ def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, 
         v0 = list(dict.fromkeys(json.dumps(r["point"][k0], sort_keys=True) for r in rows))
         v1 = list(dict.fromkeys(json.dumps(r["point"][k1], sort_keys=True) for r in rows))
         fig, axes = plt.subplots(1, 2, figsize=(2 * max(4.5, 1.1 * len(v1) + 2.5), max(3.5, 0.7 * len(v0) + 2)))
-        for ax, (name, series) in zip(axes, ((f"valid {valid_metric}", "valid"), (f"test {test_metric}", test_metric))):
+        panels = ((f"valid {valid_metric}", "valid"), (f"test {test_metric}", test_metric))
+        for ax, (name, series) in zip(axes, panels):
             grid = np.full((len(v0), len(v1)), np.nan)
             text = [["" for _ in v1] for _ in v0]
             where = {}
@@ -208,9 +212,8 @@ def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, 
 def _valid_metric(model: str, dataset: str, config_files, overrides) -> Tuple[str, bool]:
     """The run's ``valid_metric`` as RecBole names it in result dicts (lower case)."""
     from recbole_models.run import make_config
-    from recbole_models.sweep import _no_command_line
 
-    with _no_command_line():
+    with no_command_line():
         config = make_config(model, dataset, config_files, dict(overrides))
     return str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"])
 
@@ -317,11 +320,7 @@ def main(argv=None) -> int:
     try:
         grid = _parse_pairs(args.grid, "--grid", lists=True)
         if args.grid_file:
-            with open(args.grid_file, encoding="utf-8") as f:
-                from recbole_models.sweep import _Loader
-                import yaml
-
-                extra = yaml.load(f, Loader=_Loader) or {}
+            extra = load_yaml_file(args.grid_file) or {}
             if not isinstance(extra, dict):
                 raise ValueError(f"{args.grid_file}: expected a mapping {{key: [values]}}")
             for key in extra:

@@ -38,7 +38,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from recbole_models.sweep import Point, check_typed, mean_std, run_points
+from recbole_models.sweep import Point, check_typed, mean_std, no_command_line, run_points
 
 __all__ = ["feature_overrides", "paired_inflation", "audit", "main"]
 
@@ -138,7 +138,6 @@ def audit(dataset: str, config_files: Optional[List[str]], clean_suffix: str, le
         jobs: as for :func:`recbole_models.sweep.run_points`.
     """
     from recbole_models.run import make_config
-    from recbole_models.sweep import _no_command_line
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -149,7 +148,7 @@ def audit(dataset: str, config_files: Optional[List[str]], clean_suffix: str, le
         raise ValueError(f"the leaky suffix must say leaky and the clean one must not "
                          f"(got clean {clean_suffix!r}, leaky {leaky_suffix!r})")
     fixed = check_typed(dict(fixed or {}), "--set")
-    with _no_command_line():
+    with no_command_line():
         config = make_config(model, dataset, config_files, dict(fixed))
     data_dir = config["data_path"]
     for suffix in (clean_suffix, leaky_suffix):

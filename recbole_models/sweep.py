@@ -35,7 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["Point", "ResultStore", "parse_value", "check_typed", "point_key", "run_points", "mean_std"]
+__all__ = ["Point", "ResultStore", "parse_value", "check_typed", "point_key", "run_points", "mean_std",
+           "no_command_line", "load_yaml_file"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -150,10 +151,22 @@ class ResultStore:
         return sorted(n[:-5] for n in os.listdir(self.directory) if n.endswith(".json"))
 
 
+def load_yaml_file(path: str):
+    """Typed data from a YAML file (safe loader, ``1e-3`` is a float); errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: {err.strerror}") from None
+
+
 @contextlib.contextmanager
-def _no_command_line():
-    # RecBole's Config reads `--key=value` from sys.argv on its own and evals them;
-    # this module's own arguments (e.g. --store=DIR) must not reach it.
+def no_command_line():
+    """While inside, ``sys.argv`` holds only the program name: RecBole's ``Config`` reads
+    ``--key=value`` from ``sys.argv`` on its own and ``eval``s the values, and a
+    command's own arguments (e.g. ``--out=DIR``) must not reach it."""
     saved = sys.argv
     sys.argv = saved[:1]
     try:
@@ -173,7 +186,7 @@ def _train(task) -> Dict:
 
     config_dict = dict(point["overrides"], seed=point["seed"])
     try:
-        with _no_command_line():
+        with no_command_line():
             result = run_recbole(point["model"], dataset, list(config_files or []) or None, config_dict,
                                  saved=True)
     except Exception as err:
@@ -240,7 +253,7 @@ def run_points(points: Sequence[Point], dataset: str, config_files: Optional[Seq
     elif todo:
         # spawn: a fresh interpreter per run (fork would copy torch's threads and
         # RecBole's global logger). The argv the children inherit is cleared too.
-        with _no_command_line(), multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        with no_command_line(), multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
             for record in pool.imap_unordered(_train, todo):
                 records[record["key"]] = record
                 if on_record:

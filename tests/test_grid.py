@@ -121,6 +121,12 @@ def test_grid_cli_one_key_line_plot_and_errors(tiny, tmp_path, capsys):
     assert "| embedding_size | valid recall@20 |" in text and os.path.getsize(out + ".png") > 10_000
     rec = json.load(open(os.path.join(out + ".store", os.listdir(out + ".store")[0])))
     assert rec["overrides"]["cooc_k"] == 0 and rec["name"] == "MLLMRec w/o TE"  # the variant's overrides
+    # The same grid from a YAML file: the same runs, all from the store.
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("embedding_size: [4, 8]\n")
+    assert grid_main(["--model", "MLLMRec w/o TE", "--dataset", "tiny", "--config_files", config_file,
+                      "--grid-file", str(grid_file), "--set", "epochs=1", "--out", out]) == 0
+    assert "0 run(s) trained, 2 from the store" in capsys.readouterr().out
     assert grid_main(["--model", "MLLMRec", "--dataset", "tiny", "--config_files", config_file,
                       "--grid", "learner=adam,sgd", "--out", out]) == 2
     assert "is a string" in capsys.readouterr().err

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
             out = args.out or os.path.join("results", "figures", f"{name}-edge-hist.png")
             stats = edge_histogram(features, args.k, args.threshold, out, args.below, args.include_self)
             print(f"{'graph':<28} {'edges':>9} {'share < ' + str(args.below):>12} {'mean sim':>9}")
-            for key, label in (("plain", f"plain k-NN (k={args.k})"), ("thresholded", f"thresholded (eps={args.threshold})")):
+            for key, label in (("plain", f"plain k-NN (k={args.k})"),
+                               ("thresholded", f"thresholded (eps={args.threshold})")):
                 s = stats[key]
                 print(f"{label:<28} {s['edges']:>9,} {100 * s['share_below']:>11.1f}% {s['mean']:>9.3f}")
             print(f"edges removed by the threshold: {100 * stats['removed_by_threshold']:.1f}%")

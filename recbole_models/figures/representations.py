@@ -35,7 +35,7 @@ swapped for that one (its ``model``, ``config`` and split datasets are all the
 figures use).
 """
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ def load_checkpoint(path: str, config_files: Optional[Sequence[str]] = None):
     from recbole_models import get_model
     from recbole_models.features import create_dataset
     from recbole_models.run import make_config
-    from recbole_models.sweep import _no_command_line
+    from recbole_models.sweep import no_command_line
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
@@ -86,7 +86,7 @@ def load_checkpoint(path: str, config_files: Optional[Sequence[str]] = None):
     if not isinstance(name, str) or not isinstance(dataset_name, str):
         raise ValueError(f"{path}: the stored config names no model/dataset")
     typed = {k: v for k, v in stored.items() if k not in _DERIVED and not isinstance(v, str)}
-    with _no_command_line():
+    with no_command_line():
         config = make_config(name, dataset_name, list(config_files or []) or None,
                              dict(typed, use_gpu=False, gpu_id=""))
     init_seed(config["seed"], config["reproducibility"])
