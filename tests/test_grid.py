@@ -166,3 +166,19 @@ def test_killed_grid_resumes_without_retraining(tiny, tmp_path):
     for n, mtime in finished.items():  # finished records were not rewritten
         assert os.stat(os.path.join(store, n)).st_mtime_ns == mtime
     assert len([n for n in os.listdir(store) if n.endswith(".json")]) == 12
+
+
+def test_grid_with_worker_processes(tiny, tmp_path, capsys):
+    config_file, *_ = tiny
+    out = str(tmp_path / "jobs")
+    # RecBole's Config reads --key=value from sys.argv, in the spawned workers too: a
+    # command's own argv must not reach it (here it would change the valid metric).
+    sys.argv = ["grid", "--valid_metric=NDCG@10"]
+    res = run_grid("MLLMRec", "tiny", [config_file], {"cooc_k": [0, 3]}, [1], out, fixed={"epochs": 1}, jobs=2)
+    assert "2 run(s) trained, 0 from the store" in capsys.readouterr().out
+    assert sys.argv == ["grid", "--valid_metric=NDCG@10"]  # restored
+    for name in os.listdir(out + ".store"):
+        rec = json.load(open(os.path.join(out + ".store", name)))
+        assert rec["best_valid_score"] == rec["best_valid_result"]["recall@20"]
+    assert [r["point"] for r in res["rows"]] == [{"cooc_k": 0}, {"cooc_k": 3}]
+    assert len([n for n in os.listdir(out + ".store") if n.endswith(".json")]) == 2
