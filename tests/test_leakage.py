@@ -187,3 +187,19 @@ def test_audit_on_tiny_dataset(tiny_two_features, tmp_path, capsys):
     assert leakage_main(["--dataset", "tiny", "--config_files", config_file, "--leaky", "useremb_history",
                          "--clean", "useremb", "--out", out]) == 2
     assert "must say leaky" in capsys.readouterr().err
+
+
+def test_pipeline_leaky_manifest_says_so(tmp_path, capsys):
+    d = write_pref_dataset(str(tmp_path / "toy"), users=2)
+    cfg = tmp_path / "p.yaml"
+    with running_server() as url:
+        for manifest, code in (("preferences.manifest.json", 2), ("preferences.leaky.manifest.json", 0)):
+            cfg.write_text(f"dataset_dir: {d}\npreferences:\n  backend: openai\n  model: loopback\n"
+                           f"  base_url: {url}\n  template: preference\n  max_new_tokens: 6\n  leaky: true\n"
+                           f"  manifest: {manifest}\nencode:\n  enabled: false\n")
+            with pytest.warns(UserWarning, match="LEAKY"):
+                assert cli_main(["pipeline", "--config", str(cfg), "--no-progress"]) == code
+    assert "must say leaky" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(d, "preferences.manifest.json"))
+    m = json.load(open(os.path.join(d, "preferences.leaky.manifest.json")))
+    assert m["leaky"] is True and m["texts"] == "toy.preferences.leaky.jsonl"
