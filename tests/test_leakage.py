@@ -84,8 +84,8 @@ def test_leaky_preferences_have_their_own_files_and_manifest(tmp_path, capsys):
     assert sorted(t["user_id"] for t in leaky_texts) == ["u0", "u1", "u2"]
     m = json.load(open(os.path.join(d, "preferences.leaky.manifest.json")))
     assert m["leaky"] is True and "LEAKY MODE" in m["warning"] and m["texts"] == "toy.preferences.leaky.jsonl"
-    assert m["store"] == "toy.preferences.leaky.store.jsonl"
-    assert os.path.isfile(os.path.join(d, "toy.preferences.leaky.store.jsonl"))
+    # The store is the leaky one (its exact name may carry the model: only its stem is checked).
+    assert m["store"].startswith("toy.preferences.leaky.") and os.path.isfile(os.path.join(d, m["store"]))
     # The leaky prompts list the valid/test item (Movie number 60); the clean ones never do.
     assert cli_main(args[:-1] + ["--prompts-only", str(tmp_path / "clean.jsonl")]) == 0
     with pytest.warns(UserWarning, match="LEAKY"):

@@ -61,6 +61,9 @@ def run(args) -> int:
     name = dataset_name(args.dataset_dir, args.name)
     if args.leaky:
         print(f"WARNING: {LEAKY_WARNING}", file=sys.stderr)
+        if args.manifest is None and not args.prompts_only:
+            # Leaky texts always carry a manifest that says so, in a file of their own.
+            args.manifest = os.path.join(args.dataset_dir, "preferences.leaky.manifest.json")
     template = get_template(args.template)
     spec = backend_from_config(vars(args))
     counter = spec.token_counter() or WordCounter()
@@ -77,16 +80,13 @@ def run(args) -> int:
     output = args.output or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.jsonl")
     stats = generate_preferences(prompts, spec, template, store, output, args.empty_text,
                                  progress=not args.no_progress, limit=args.limit, regenerate=args.regenerate)
-    # Leaky texts always carry a manifest that says so, in a file of their own.
-    manifest = args.manifest or (os.path.join(args.dataset_dir, "preferences.leaky.manifest.json")
-                                 if args.leaky else None)
-    if manifest and stats["written"]:
-        write_manifest(manifest, prompts, spec, template, store, output, args.dataset_dir, extra={
+    if args.manifest and stats["written"]:
+        write_manifest(args.manifest, prompts, spec, template, store, output, args.dataset_dir, extra={
             "item_template": args.item_template, "history_tokens": args.history_tokens,
             "item_tokens": args.item_tokens, "max_items": args.max_items, "empty_text": args.empty_text,
             "budget_rule": "most recent training items first; each description cut to item_tokens; items added "
                            "while the list fits history_tokens; kept items listed oldest first"},
             leaky=args.leaky)
-        stats["manifest"] = manifest
+        stats["manifest"] = args.manifest
     print(json.dumps({"store": store, **stats}))
     return 0
