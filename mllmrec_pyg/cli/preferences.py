@@ -43,8 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="user texts JSONL (default <dataset_dir>/<name>.preferences.jsonl)")
     p.add_argument("--prompts-only", metavar="FILE", help="write the prompts with token counts; generate nothing")
     p.add_argument("--leaky", action="store_true",
-                   help="use ALL interactions (valid/test included) to MEASURE leakage; never for results. "
-                        "Writes <name>.preferences.leaky.jsonl and preferences.leaky.manifest.json")
+                   help="use ALL interactions (valid/test included) to MEASURE leakage; never for results")
     p.add_argument("--limit", type=int, help="generate at most this many users (partial run)")
     p.add_argument("--regenerate", action="store_true",
                    help="generate every user again even when stored (appended; the newest record wins)")
