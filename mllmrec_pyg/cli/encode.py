@@ -1,5 +1,6 @@
 """``mllmrec encode``: item and user texts → RecBole feature files (sentence-transformers)."""
 import os
+import sys
 
 
 def register(subparsers) -> None:
@@ -13,10 +14,12 @@ def register(subparsers) -> None:
                    help="JSONL of item descriptions {item_id, text} (default: fuse the .item columns)")
     # Required: the user text decides which model is trained (README "Results": the LLM
     # preference row and the no-LLM "history text" row), so it is never chosen silently.
-    p.add_argument("--user-texts", required=True, metavar="FILE.jsonl|history|none",
+    p.add_argument("--user-texts", required=True, metavar="FILE.jsonl|history|history-leaky|none",
                    help="user texts: a JSONL {user_id, text} (e.g. the LLM preference texts), 'history' "
                         "(the no-LLM baseline: descriptions of the user's TRAINING items; needs "
-                        "<name>.train.inter) or 'none' (item features only)")
+                        "<name>.train.inter), 'history-leaky' (the same from ALL splits, valid/test "
+                        "included, as the paper's scripts do: ONLY to measure leakage; default suffix "
+                        "useremb_history_leaky) or 'none' (item features only)")
     p.add_argument("--model", default=None,
                    help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--item-suffix", default="itememb", help="suffix of the item feature file (default itememb)")
@@ -34,9 +37,18 @@ def run(args) -> int:
         raise FileNotFoundError(f"{args.dataset_dir}: no such dataset directory")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from mllmrec_pyg.text.encoder import HISTORY_LEAKY
+
+    user_suffix = args.user_suffix
+    if args.user_texts == HISTORY_LEAKY:
+        from mllmrec_pyg.reasoning.histories import LEAKY_WARNING
+
+        print(f"WARNING: {LEAKY_WARNING}", file=sys.stderr)
+        # Leaky features never land in the clean file that every config reads by default.
+        user_suffix = "useremb_history_leaky" if user_suffix == "useremb" else user_suffix
     written = encode_dataset(args.dataset_dir, args.name, args.item_texts,
                              None if args.user_texts == "none" else args.user_texts, args.model,
-                             args.item_suffix, args.user_suffix, args.batch_size)
+                             args.item_suffix, user_suffix, args.batch_size)
     for kind, path in written.items():
         print(f"{kind} features: {path}")
     return 0

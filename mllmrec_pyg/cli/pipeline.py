@@ -187,7 +187,8 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
 
                 stats["manifest"] = _path(d, pref["manifest"], "")
                 write_manifest(stats["manifest"], prompts, spec, template, store, users_file, d, extra={
-                    k: pref.get(k) for k in ("item_template", "history_tokens", "item_tokens", "max_items")})
+                    k: pref.get(k) for k in ("item_template", "history_tokens", "item_tokens", "max_items")},
+                    leaky=bool(pref.get("leaky")))
             report["preferences"] = {"store": store, **stats}
 
     enc = cfg.get("encode") or {}

@@ -79,6 +79,9 @@ def run(args) -> int:
         check_item_template_file(item_file, args.item_template, "--item-template")
     if args.leaky:
         print(f"WARNING: {LEAKY_WARNING}", file=sys.stderr)
+        if args.manifest is None and not args.prompts_only:
+            # Leaky texts always carry a manifest that says so, in a file of their own.
+            args.manifest = os.path.join(args.dataset_dir, "preferences.leaky.manifest.json")
     template = get_template(args.template or default_preference_template(args.backend))
     spec = backend_from_config(vars(args))
     counter = spec.token_counter() or WordCounter()
@@ -101,7 +104,8 @@ def run(args) -> int:
             "item_template": args.item_template, "history_tokens": args.history_tokens,
             "item_tokens": args.item_tokens, "max_items": args.max_items, "empty_text": args.empty_text,
             "budget_rule": "most recent training items first; each description cut to item_tokens; items added "
-                           "while the list fits history_tokens; kept items listed oldest first"})
+                           "while the list fits history_tokens; kept items listed oldest first"},
+            leaky=args.leaky)
         stats["manifest"] = args.manifest
     print(json.dumps({"store": store, **stats}))
     return 0

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from mllmrec_pyg.reasoning.histories import WordCounter, cut_history, load_histories
+from mllmrec_pyg.reasoning.histories import LEAKY_WARNING, WordCounter, cut_history, load_histories
 from mllmrec_pyg.reasoning.runner import Job, generate_jobs
 from mllmrec_pyg.reasoning.store import GenerationStore
 from mllmrec_pyg.reasoning.templates import PromptTemplate, get_template
@@ -164,7 +164,7 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
 
 
 def write_manifest(path: str, prompts: List[UserPrompt], backend, template: PromptTemplate, store_path: str,
-                   output: str, dataset_dir: str, extra: Optional[dict] = None) -> dict:
+                   output: str, dataset_dir: str, extra: Optional[dict] = None, leaky: bool = False) -> dict:
     """Writes (atomically) and returns the provenance of a preference texts file: model,
     template and its hash, generation settings, the dataset's split (``split.json``
     when present), date, and the throughput summed over the store records behind the
@@ -179,12 +179,18 @@ def write_manifest(path: str, prompts: List[UserPrompt], backend, template: Prom
         store_path, output: the store and the texts file.
         dataset_dir: the dataset (its ``split.json`` is copied in).
         extra: more fields (e.g. history budget and item template).
+        leaky: the prompts were built from ALL interactions (``build_prompts(leaky=True)``):
+            recorded as ``"leaky": true`` with the warning text, and the manifest's file
+            name must contain ``leaky``.
     """
     import hashlib
     import time
 
     from mllmrec_pyg.reasoning.store import GenerationStore, record_key, sha256_text
 
+    if leaky and "leaky" not in os.path.basename(path):
+        raise ValueError(f"{path}: the manifest of LEAKY texts must say leaky in its file name "
+                         f"(e.g. preferences.leaky.manifest.json)")
     store = GenerationStore(store_path)
     settings = backend.settings.as_dict()
     records = [store.get(record_key(backend.model_id, template.hash, sha256_text(p.text, None), settings))
@@ -203,7 +209,8 @@ def write_manifest(path: str, prompts: List[UserPrompt], backend, template: Prom
         "users": len(prompts), "users_without_history": sum(p.text is None for p in prompts),
         "model": backend.model_id, "backend": getattr(backend, "kind", type(backend).__name__),
         "template": template.name, "template_hash": template.hash, "template_text": template.text,
-        "settings": settings, "leaky": False,
+        "settings": settings, "leaky": bool(leaky),
+        **({"warning": LEAKY_WARNING} if leaky else {}),
         "split": json.load(open(split_file)) if os.path.isfile(split_file) else None,
         # The generation date (newest record), not the date this manifest was rewritten.
         "date": max((r.get("created", "")[:10] for r in records), default="") or time.strftime("%Y-%m-%d"),

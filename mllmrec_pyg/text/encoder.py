@@ -14,7 +14,7 @@ and a changed text or model recomputes only what changed.
 import hashlib
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -96,12 +96,19 @@ def encode_texts(texts: Sequence[str], model=None, batch_size: int = 64,
     return np.concatenate(parts)
 
 
-def history_texts(train_file: str, items: Dict[str, str], users: Sequence[str],
+def history_texts(train_file: Union[str, Sequence[str]], items: Dict[str, str], users: Sequence[str],
                   separator: str = " | ") -> Dict[str, str]:
     """The no-LLM user text: the descriptions of the user's TRAINING items, most recent
     first (the encoder truncates long inputs at the end, so the oldest items go first),
-    joined by ``separator``. A user without training items gets an empty text."""
-    frame = read_atomic(train_file)
+    joined by ``separator``. A user without training items gets an empty text.
+
+    ``train_file`` may be a list of interaction files read as one (the LEAKY texts of
+    ``user_texts="history-leaky"`` pass train, valid and test; ties in time keep file order)."""
+    import pandas as pd
+
+    files = [train_file] if isinstance(train_file, str) else list(train_file)
+    frame = pd.concat([read_atomic(f) for f in files], ignore_index=True)
+    train_file = ", ".join(files)
     for col in ("user_id", "item_id"):
         if col not in frame.columns:
             raise ValueError(f"{train_file}: no {col!r} column")
@@ -115,6 +122,29 @@ def history_texts(train_file: str, items: Dict[str, str], users: Sequence[str],
     return {u: separator.join(items[i] for i in grouped.get(u, [])) for u in users}
 
 
+HISTORY_LEAKY = "history-leaky"
+
+
+def _leaky_files(dataset_dir: str, name: str, user_suffix: str) -> List[str]:
+    """The valid and test files a LEAKY history text adds to the training file, after a
+    loud warning; refuses a feature-file suffix that does not say ``leaky``."""
+    import logging
+    import warnings
+
+    from mllmrec_pyg.reasoning.histories import LEAKY_WARNING
+
+    if "leaky" not in user_suffix:
+        raise ValueError(f"user_texts={HISTORY_LEAKY!r} writes leaky features: their suffix must say so "
+                         f"(e.g. 'useremb_history_leaky'), got {user_suffix!r}")
+    logging.getLogger(__name__).warning(LEAKY_WARNING)
+    warnings.warn(LEAKY_WARNING, stacklevel=3)
+    parts = [os.path.join(dataset_dir, f"{name}.{p}.inter") for p in ("valid", "test")]
+    missing = [p for p in parts if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"user_texts={HISTORY_LEAKY!r} reads every split; missing {missing}")
+    return parts
+
+
 def _tokens(dataset_dir: str, name: str, column: str) -> List[str]:
     seen: Dict[str, None] = {}
     for suffix in ("inter", "train.inter", "valid.inter", "test.inter"):
@@ -124,11 +154,12 @@ def _tokens(dataset_dir: str, name: str, column: str) -> List[str]:
     return list(seen)
 
 
-def _user_texts(dataset_dir: str, name: str, user_texts: str, items: Dict[str, str]) -> Dict[str, str]:
+def _user_texts(dataset_dir: str, name: str, user_texts: str, items: Dict[str, str],
+                user_suffix: str = "useremb") -> Dict[str, str]:
     """``{user token: text}`` for every user of the dataset's ``.inter`` files (see
     :func:`encode_dataset`); raises before any encoding when they cannot all be had."""
     user_tokens = _tokens(dataset_dir, name, "user_id")
-    if user_texts == "history":
+    if user_texts in ("history", HISTORY_LEAKY):
         train = os.path.join(dataset_dir, f"{name}.train.inter")
         if not os.path.isfile(train):
             raise ValueError(
@@ -137,7 +168,10 @@ def _user_texts(dataset_dir: str, name: str, user_texts: str, items: Dict[str, s
                 f"(item features only), --user-texts FILE.jsonl (e.g. LLM preference texts), or a "
                 f"pre-split dataset (`mllmrec prepare`, `mllmrec mmrec import`: "
                 f"<name>.train/valid/test.inter)")
-        return history_texts(train, items, user_tokens)
+        files = [train]
+        if user_texts == HISTORY_LEAKY:
+            files += _leaky_files(dataset_dir, name, user_suffix)
+        return history_texts(files, items, user_tokens)
     users = read_texts(user_texts, "user_id")
     missing = [t for t in user_tokens if t not in users]
     if missing:
@@ -161,9 +195,11 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
         item_texts: JSONL of item descriptions (:mod:`~mllmrec_pyg.text.io`); ``None``
             fuses the ``.item`` columns (:func:`~mllmrec_pyg.text.item_text.item_texts`).
         user_texts: JSONL of user texts (e.g. LLM preferences), ``"history"`` for the
-            no-LLM baseline from ``<name>.train.inter``, or ``None`` (default) for no
-            user file. There is deliberately no implicit choice: the two kinds of user
-            text are different models (README, "Results").
+            no-LLM baseline from ``<name>.train.inter``, ``"history-leaky"`` for the same
+            from ALL splits (train + valid + test, as the paper's scripts do; only to
+            measure leakage: warns, and ``user_suffix`` must contain ``leaky``), or
+            ``None`` for no user file. There is deliberately no implicit choice: the
+            kinds of user text are different models (README, "Results").
         model: sentence-transformers path or name (``None``: bundled MiniLM).
         item_suffix, user_suffix: suffixes of the written files.
         batch_size: texts per forward pass.
@@ -174,6 +210,8 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
     from recbole_models.features import write_feature_file
 
     name = name or os.path.basename(os.path.normpath(dataset_dir))
+    if user_texts == HISTORY_LEAKY and "leaky" not in user_suffix:
+        _leaky_files(dataset_dir, name, user_suffix)  # refuses now, before any encoding
     item_file = os.path.join(dataset_dir, f"{name}.item")
     if item_texts is None:
         items = fuse_item_texts(item_file)
@@ -184,7 +222,7 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
     missing = [t for t in item_tokens if t not in items]
     if missing:
         raise ValueError(f"{source}: no description for items {missing[:5]} ({len(missing)} in all)")
-    users = None if user_texts is None else _user_texts(dataset_dir, name, user_texts, items)
+    users = None if user_texts is None else _user_texts(dataset_dir, name, user_texts, items, user_suffix)
 
     st = load_model(model)
     cache = os.path.join(dataset_dir, ".encode_cache")
