@@ -249,6 +249,10 @@ def compare(names: List[str], dataset: str, config_file_list=None, config_dict=N
                 run_dict = dict(settings) if seed is None else dict(settings, seed=seed)
                 tasks.append((key, (name, model, seed, dataset, config_file_list, run_dict, saved)))
 
+    # Seed-major: every name's first seed trains before any name's second, so a sweep cut
+    # short (or killed, then --resume'd later) has whole seeds to compare, not whole names.
+    tasks.sort(key=lambda task: seed_list.index(task[0][1]))
+
     def finish(key, result):
         result["fingerprint"] = key[2]
         results[key] = result
