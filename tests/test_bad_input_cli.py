@@ -100,3 +100,37 @@ def test_graph_save_loads_weights_only_and_round_trips(tmp_path):
     again = Compose([ThresholdKNN(k=3, threshold=0.7), JaccardCooccurrence(k=3), Union()])(
         Data(x=graph.x, inter_index=graph.inter_index, num_users=6, num_items=10))
     assert torch.equal(again.edge_index, graph.edge_index) and torch.allclose(again.edge_weight, graph.edge_weight)
+
+
+def test_damaged_dataset_files_are_named(tmp_path):
+    """Issue 9 §4/§5 through the real command lines: an empty `.item`, a latin-1 byte in
+    a `.inter` file, an id beyond int64 in an MMRec `.inter`, each one line naming the
+    file (and the line), nothing written."""
+    d = write_toy(tmp_path / "empty")
+    with open(os.path.join(d, "toy.item"), "w") as f:
+        f.write("")
+    check_bad_input(tmp_path, ["encode", "empty", "--name", "toy", "--user-texts", "none"],
+                    os.path.join("empty", "toy.item"), "empty")
+
+    d = write_toy(tmp_path / "latin")
+    with open(os.path.join(d, "toy.train.inter"), "ab") as f:
+        f.write("u0\t1\t4\t9\n".encode() * 5 + "u\xe9\t2\t4\t9\n".encode("latin-1"))
+    check_bad_input(tmp_path, ["encode", "latin", "--name", "toy", "--user-texts", "history"],
+                    os.path.join("latin", "toy.train.inter"), "line 25")
+
+    src = tmp_path / "mm"
+    src.mkdir()
+    rows = [f"{u}\t{(u + i) % 6}\t5\t{i}\t{0 if i < 3 else (1 if i == 3 else 2)}" for u in range(4) for i in range(5)]
+    rows[6] = "99999999999999999999999\t1\t5\t1\t0"
+    (src / "mm.inter").write_text("userID\titemID\trating\ttimestamp\tx_label\n" + "\n".join(rows) + "\n")
+    check_bad_input(tmp_path, ["mmrec", "import", "mm", "--out", "out"], os.path.join("mm", "mm.inter"), "line 8")
+
+
+def test_describe_images_checks_its_templates_first(tmp_path):
+    d = write_toy(tmp_path / "toy")
+    (tmp_path / "bad.yaml").write_text("system: [unclosed\n")
+    check_bad_input(tmp_path, ["describe-images", "toy", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                               "--model", "m", "--template", "bad.yaml"], "--template", "bad.yaml")
+    check_bad_input(tmp_path, ["describe-images", "toy", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                               "--model", "m", "--item-template", "{title.nope}"], "--item-template")
+    assert os.listdir(d)  # untouched (checked by check_bad_input's snapshot)

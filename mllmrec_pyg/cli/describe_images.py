@@ -9,7 +9,8 @@ Example (an OpenAI-compatible server such as vLLM)::
 import json
 import os
 
-from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, dataset_name
+from mllmrec_pyg.errors import about
+from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, check_item_template_file, dataset_name
 from mllmrec_pyg.reasoning.templates import get_template
 
 
@@ -56,12 +57,17 @@ def run(args) -> int:
     from mllmrec_pyg.reasoning.store import default_store_path
     from mllmrec_pyg.text.io import read_texts
 
+    with about("--template"):
+        template = get_template(args.template)  # a bad template is named before any image is read
     name = dataset_name(args.dataset_dir, args.name)
+    if args.item_template is not None:
+        check_item_template_file(os.path.join(args.dataset_dir, f"{name}.item"), args.item_template,
+                                 "--item-template")
     spec = backend_from_config(vars(args))
     store = args.store or default_store_path(args.dataset_dir, name, "images", spec.model_id, spec.settings.as_dict())
     output = args.output or os.path.join(args.dataset_dir, f"{name}.images.jsonl")
     items_output = args.items_output or os.path.join(args.dataset_dir, f"{name}.items.jsonl")
-    stats = describe_images(args.dataset_dir, spec, get_template(args.template), store, output,
+    stats = describe_images(args.dataset_dir, spec, template, store, output,
                             progress=not args.no_progress, name=name, image_column=args.image_column,
                             image_dir=args.image_dir, allow_urls=args.allow_urls, category=args.category,
                             category_column=args.category_column, strict=args.strict,

@@ -8,6 +8,7 @@ written by Excel and Windows tools) stays glued to the first field (``"\\ufeffU0
 Here every line is decoded on its own (``utf-8-sig`` for the first one).
 """
 import gzip
+import zlib
 import io
 import os
 from typing import Iterator, Tuple
@@ -49,7 +50,7 @@ def iter_lines(path: str) -> Iterator[Tuple[int, str]]:
         with _open_binary(path) as f:
             for number, raw in enumerate(f, start=1):
                 yield number, _decode(path, number, raw)
-    except (gzip.BadGzipFile, EOFError, OSError) as err:
+    except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:
         if isinstance(err, FileNotFoundError):
             raise
         raise ValueError(f"{path}, line {number + 1}: cannot read ({err})") from None
