@@ -146,16 +146,22 @@ class MultimodalRecommender(GeneralRecommender):
         if self.graph_refinement not in (True, False):
             raise ValueError(f"config `graph_refinement` must be True or False, got {self.graph_refinement!r}")
         self._eval_cache = WeightKeyedCache()
+        self._sparse_shapes: Dict[str, Tuple[int, ...]] = {}
+        #: Training epochs begun (see :meth:`train`).
+        self.epochs_started = 0
 
     # -- graphs ---------------------------------------------------------------------------
-    def item_item_adjacency(self, features: Tensor, k: Optional[int] = None) -> Tensor:
-        r"""Unnormalised item-item matrix for one modality: binary k-NN (self included), or
-        MLLMRec's refined graph when ``graph_refinement`` is on. Row 0 ([PAD]) is empty."""
+    def item_item_adjacency(self, features: Tensor, k: Optional[int] = None,
+                            weighted: bool = False) -> Tensor:
+        r"""Unnormalised item-item matrix for one modality: k-NN (self included), binary or
+        (``weighted``) holding the cosine similarities as SMORE and LATTICE do, or
+        MLLMRec's refined graph when ``graph_refinement`` is on (``weighted`` then has no
+        effect: "+GR" replaces the model's graph by ours). Row 0 ([PAD]) is empty."""
         k = int(self.config_value("knn_k") if k is None else k)
         x = features[1:].detach()
         num = x.size(0)
         if not self.graph_refinement:
-            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None)
+            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None, weighted=weighted)
             return sparse_from_edges(ei, ew, self.n_items, offset=1)
         threshold = self.config_value("knn_threshold")
         ei, ew = threshold_knn_graph(x, min(k, num), threshold=threshold)
@@ -180,6 +186,47 @@ class MultimodalRecommender(GeneralRecommender):
 
     def config_value(self, key: str):
         return self._config[key]
+
+    def register_sparse(self, name: str, adj: Tensor) -> None:
+        r"""Keeps the sparse matrix ``adj`` as the non-persistent dense buffers
+        ``<name>_indices`` / ``<name>_values``, so that it follows ``.to(device)`` and
+        keys the :class:`WeightKeyedCache` (a sparse tensor has no ``data_ptr``); it is
+        derived from the data, hence not in the ``state_dict``. :meth:`sparse` rebuilds it."""
+        adj = adj.coalesce()
+        self.register_buffer(f"{name}_indices", adj.indices(), persistent=False)
+        self.register_buffer(f"{name}_values", adj.values(), persistent=False)
+        self._sparse_shapes[name] = tuple(adj.shape)
+
+    def sparse(self, name: str) -> Tensor:
+        """The matrix kept by :meth:`register_sparse` under ``name``, on the model's device."""
+        return torch.sparse_coo_tensor(getattr(self, f"{name}_indices"), getattr(self, f"{name}_values"),
+                                       self._sparse_shapes[name], is_coalesced=True)
+
+    # -- epochs ---------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        r"""RecBole's ``Trainer._train_epoch`` calls ``model.train()`` exactly once at the start
+        of every training epoch (and ``fit`` nothing else per epoch): each such call runs
+        :meth:`pre_epoch_processing` with the number of epochs begun before it. ``eval()``
+        (``train(False)``) does not count. A run resumed from a checkpoint counts from 0 again."""
+        super().train(mode)
+        if mode:
+            self.pre_epoch_processing(self.epochs_started)
+            self.epochs_started += 1
+        return self
+
+    def pre_epoch_processing(self, epoch: int) -> None:
+        """Per-epoch work of the model (MMRec's hook of that name); nothing by default."""
+
+    def epoch_generator(self, epoch: int, device=None) -> torch.Generator:
+        r"""A random generator for epoch ``epoch``, seeded from RecBole's ``seed`` and ``epoch``
+        only: per-epoch sampling is then the same in every run with that seed, whatever
+        else drew from the global generator before it."""
+        seed = self._config["seed"]
+        seed = 0 if seed is None else int(seed)
+        state = np.random.SeedSequence([seed, int(epoch)]).generate_state(2, dtype=np.uint32)
+        generator = torch.Generator(device=device if device is not None else "cpu")
+        generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+        return generator
 
     # -- scoring --------------------------------------------------------------------------
     def all_embeddings(self) -> Tuple[Tensor, Tensor]:
