@@ -3,10 +3,12 @@
 :data:`MODELS` maps each name to its class; ``recbole_models.get_model`` looks
 here first, then in RecBole. A new model adds one import and one entry.
 """
+from recbole_models.model.freedom import FREEDOM
 from recbole_models.model.mllmrec import MLLMRec
 
 MODELS = {
     "MLLMRec": MLLMRec,
+    "FREEDOM": FREEDOM,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
