@@ -80,9 +80,9 @@ from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from recbole_models.model.multimodal import MultimodalRecommender, normalize_adjacency, sparse_from_edges
+from recbole_models.model.multimodal import (MultimodalRecommender, bpr, lightgcn_mean, normalize_adjacency,
+                                             sparse_from_edges)
 
 
 def modality_weights(names: List[str], image_weight: float) -> Dict[str, float]:
@@ -94,20 +94,6 @@ def modality_weights(names: List[str], image_weight: float) -> Dict[str, float]:
         return {n: 1.0 / len(names) for n in names}
     rest = (1.0 - image_weight) / (len(names) - 1)
     return {n: (image_weight if n == "image" else rest) for n in names}
-
-
-def bpr(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    r""":math:`-\operatorname{mean}\log\sigma(u^\top i - u^\top j)`."""
-    return -F.logsigmoid((user * pos).sum(-1) - (user * neg).sum(-1)).mean()
-
-
-def lightgcn_mean(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
-    r""":math:`\frac{1}{L+1}\sum_{l=0}^{L} A^l X` (LightGCN's layer mean)."""
-    layers = [ego]
-    for _ in range(n_layers):
-        ego = torch.sparse.mm(adj, ego)
-        layers.append(ego)
-    return torch.stack(layers).mean(0)
 
 
 class FREEDOM(MultimodalRecommender):

@@ -39,7 +39,8 @@ from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, 
 from recbole_models.features import feature_matrix
 from recbole_models.model.eval_cache import WeightKeyedCache
 
-__all__ = ["MultimodalRecommender", "load_modalities", "normalize_adjacency", "sparse_from_edges"]
+__all__ = ["MultimodalRecommender", "bpr", "lightgcn_mean", "load_modalities", "normalize_adjacency",
+           "sparse_from_edges"]
 
 
 def load_modalities(config, dataset, n_items: int, model: str,
@@ -110,6 +111,20 @@ def normalize_adjacency(adj: Tensor, normalization: Optional[str] = "row") -> Te
     return sparse_from_edges(ei, ew, adj.size(0))
 
 
+def bpr(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    r"""BPR loss :math:`-\operatorname{mean}\log\sigma(u^\top i - u^\top j)` of ``[B, d]`` rows."""
+    return -torch.nn.functional.logsigmoid((user * pos).sum(-1) - (user * neg).sum(-1)).mean()
+
+
+def lightgcn_mean(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
+    r"""LightGCN's layer mean :math:`\frac{1}{L+1}\sum_{l=0}^{L} A^l X` over a sparse ``adj``."""
+    layers = [ego]
+    for _ in range(n_layers):
+        ego = torch.sparse.mm(adj, ego)
+        layers.append(ego)
+    return torch.stack(layers).mean(0)
+
+
 class MultimodalRecommender(GeneralRecommender):
     r"""Base of the multimodal baselines.
 
@@ -154,17 +169,22 @@ class MultimodalRecommender(GeneralRecommender):
     def item_item_adjacency(self, features: Tensor, k: Optional[int] = None,
                             weighted: bool = False) -> Tensor:
         r"""Unnormalised item-item matrix for one modality: k-NN (self included), binary or
-        (``weighted``) holding the cosine similarities as SMORE and LATTICE do, or
+        (``weighted``) holding the cosine similarities as SMORE and LATTICE do, less
+        neighbours of non-positive similarity, or
         MLLMRec's refined graph when ``graph_refinement`` is on (``weighted`` then has no
         effect: "+GR" replaces the model's graph by ours). Row 0 ([PAD]) is empty."""
         k = int(self.config_value("knn_k") if k is None else k)
         x = features[1:].detach()
         num = x.size(0)
         if not self.graph_refinement:
-            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None, weighted=weighted)
+            ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=None, weighted=weighted)
+            if weighted:
+                # A neighbour of cosine <= 0 (only where k approaches the number of items)
+                # would give a negative row sum, hence NaN under D^{-1/2}: it is dropped.
+                ei, ew = ei[:, ew > 0], ew[ew > 0]
             return sparse_from_edges(ei, ew, self.n_items, offset=1)
         threshold = self.config_value("knn_threshold")
-        ei, ew = threshold_knn_graph(x, min(k, num), threshold=threshold)
+        ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=threshold)
         adj = sparse_from_edges(ei, ew, self.n_items, offset=1)
         cooc_k = int(self.config_value("cooc_k"))
         if cooc_k > 0:
