@@ -5,10 +5,12 @@ here first, then in RecBole. A new model adds one import and one entry.
 """
 from recbole_models.model.freedom import FREEDOM
 from recbole_models.model.mllmrec import MLLMRec
+from recbole_models.model.smore import SMORE
 
 MODELS = {
     "MLLMRec": MLLMRec,
     "FREEDOM": FREEDOM,
+    "SMORE": SMORE,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
