@@ -4,6 +4,7 @@
 here first, then in RecBole. A new model adds one import and one entry.
 """
 from recbole_models.model.freedom import FREEDOM
+from recbole_models.model.lattice import LATTICE
 from recbole_models.model.mllmrec import MLLMRec
 from recbole_models.model.smore import SMORE
 
@@ -11,6 +12,7 @@ MODELS = {
     "MLLMRec": MLLMRec,
     "FREEDOM": FREEDOM,
     "SMORE": SMORE,
+    "LATTICE": LATTICE,
 }
 
 __all__ = ["MODELS"] + sorted(MODELS)
