@@ -80,7 +80,7 @@ Where we differ from the reference code, deliberately:
 - Its learning-rate schedule (lr :math:`\cdot 0.96^{epoch/50}`) has no counterpart in
   RecBole 1.2.1's trainer: not applied.
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -106,6 +106,33 @@ def propagate(index: Tensor, value: Tensor, x: Tensor) -> Tensor:
     r""":math:`A X` for the entries ``(index[0], index[1], value)`` of :math:`A` (duplicates add up)."""
     messages = x.index_select(0, index[1]) * value.unsqueeze(-1)
     return torch.zeros_like(x).index_add(0, index[0], messages)
+
+
+def learned_knn_graph(y: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    r"""Entries ``(index, value)`` of the cosine k-NN matrix :math:`K(\mathbf{Y})` over rows
+    1.. of ``y`` (row 0, RecBole's [PAD], has no entries), self included, neighbours of
+    non-positive cosine dropped. The top-k is chosen block-wise without gradients; the
+    values, the cosines of the chosen pairs only, carry gradients to ``y``: the values
+    and gradients of the reference's dense :math:`N \times N` computation in
+    :math:`O(Nk)` memory."""
+    y = F.normalize(y, dim=1)
+    ei, _ = threshold_knn_graph(y[1:].detach(), min(k, y.size(0) - 2), threshold=None)
+    row, col = ei[1] + 1, ei[0] + 1  # edge (j -> i) is entry (i, j)
+    value = (y.index_select(0, row) * y.index_select(0, col)).sum(-1)
+    keep = value.detach() > 0  # a non-positive neighbour could make a degree negative
+    return torch.stack([row[keep], col[keep]]), value[keep]
+
+
+def mix_graphs(learned: List[Tuple[Tensor, Tensor]], originals: List[Tuple[Tensor, Tensor]], w: Tensor,
+               lam: float, n: int) -> Tuple[Tensor, Tensor]:
+    r"""Entries of :math:`(1-\lambda)\,\mathcal{N}(\sum_m w_m K_m) + \lambda \sum_m w_m O_m`
+    from the learned :math:`K_m` and the normalised original :math:`O_m` (entry lists)."""
+    l_index = torch.cat([ix for ix, _ in learned], 1)
+    l_value = torch.cat([w[m] * v for m, (_, v) in enumerate(learned)])
+    indices = [l_index] + [ix for ix, _ in originals]
+    values = [(1.0 - lam) * sym_normalize(l_index, l_value, n)]
+    values += [lam * w[m] * v for m, (_, v) in enumerate(originals)]
+    return torch.cat(indices, 1), torch.cat(values)
 
 
 class LATTICE(MultimodalRecommender):
@@ -152,28 +179,16 @@ class LATTICE(MultimodalRecommender):
 
     # -- graphs ---------------------------------------------------------------------------
     def learned_knn(self, m: str) -> Tuple[Tensor, Tensor]:
-        r"""Entries ``(index, value)`` of :math:`K(\mathbf{X}^m W_m + b_m)` over items 1..:
-        the top-k chosen without gradients, block-wise; values (cosines) with gradients."""
-        y = F.normalize(self.projections[m](self.features[m]), dim=1)
-        ei, _ = threshold_knn_graph(y[1:].detach(), min(self.knn_k, self.n_items - 2), threshold=None)
-        row, col = ei[1] + 1, ei[0] + 1  # edge (j -> i) is entry (i, j)
-        value = (y.index_select(0, row) * y.index_select(0, col)).sum(-1)
-        keep = value.detach() > 0  # a non-positive neighbour would make the degree negative
-        return torch.stack([row[keep], col[keep]]), value[keep]
+        r"""Entries of :math:`K(\mathbf{X}^m W_m + b_m)` (see :func:`learned_knn_graph`)."""
+        return learned_knn_graph(self.projections[m](self.features[m]), self.knn_k)
 
     def item_graph(self) -> Tuple[Tensor, Tensor]:
         r"""Entries ``(index, value)`` of :math:`S = (1-\lambda)\hat{S} + \lambda\tilde{S}`
         (an index may repeat: repeated entries add up)."""
-        w = torch.softmax(self.modal_weight, dim=0)
-        learned = [self.learned_knn(m) for m in self.modalities]
-        l_index = torch.cat([ix for ix, _ in learned], 1)
-        l_value = torch.cat([w[k] * v for k, (_, v) in enumerate(learned)])
-        indices = [l_index]
-        values = [(1.0 - self.lambda_coeff) * sym_normalize(l_index, l_value, self.n_items)]
-        for k, m in enumerate(self.modalities):
-            indices.append(getattr(self, f"original_{m}_indices"))
-            values.append(self.lambda_coeff * w[k] * getattr(self, f"original_{m}_values"))
-        return torch.cat(indices, 1), torch.cat(values)
+        originals = [(getattr(self, f"original_{m}_indices"), getattr(self, f"original_{m}_values"))
+                     for m in self.modalities]
+        return mix_graphs([self.learned_knn(m) for m in self.modalities], originals,
+                          torch.softmax(self.modal_weight, dim=0), self.lambda_coeff, self.n_items)
 
     def pre_epoch_processing(self, epoch: int) -> None:
         """The first training batch of the epoch relearns the item graph."""
