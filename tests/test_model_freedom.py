@@ -10,6 +10,7 @@ from scipy import stats
 
 from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, threshold_knn_graph
 from recbole_models import get_model
+from recbole_models.compare import load_variants, resolve
 from recbole_models.model.freedom import FREEDOM, modality_weights
 from recbole_models.run import make_config, run_recbole
 from tests.recbole_data import write_tiny_multimodal_dataset
@@ -145,7 +146,9 @@ def refined(x, k, threshold, cooc_k, inter_index, n_users):
 def test_graph_refinement_switch(two_modalities):
     keys = {"knn_k": 5, "knn_threshold": 0.1, "cooc_k": 3}
     _, _, off = build(two_modalities, dict(keys, graph_refinement=False))
-    _, _, on = build(two_modalities, dict(keys, graph_refinement=True))
+    model_name, overrides = resolve("FREEDOM+GR", load_variants())  # the named variant of compare
+    assert (model_name, overrides) == ("FREEDOM", {"graph_refinement": True})
+    _, _, on = build(two_modalities, dict(keys, **overrides))
     f = on.modality_features
     expected = sum(w * refined(f[m], 5, 0.1, 3, on.inter_index, on.n_users)
                    for m, w in (("image", 0.1), ("text", 0.9)))

@@ -8,6 +8,7 @@ import torch
 
 from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, threshold_knn_graph
 from recbole_models import get_model
+from recbole_models.compare import load_variants, resolve
 from recbole_models.model.smore import info_nce, max_pool_graphs
 from recbole_models.run import make_config, run_recbole
 from tests.recbole_data import write_tiny_multimodal_dataset
@@ -129,7 +130,9 @@ def refined_sym(x, k, threshold, cooc_k, inter_index, n_users):
 def test_graph_refinement_switch(two_modalities):
     keys = {"modality_knn_k": {"image": 5, "text": 5}, "knn_threshold": 0.1, "cooc_k": 3}
     _, _, off = build(two_modalities, dict(keys, graph_refinement=False))
-    _, _, on = build(two_modalities, dict(keys, graph_refinement=True))
+    model_name, overrides = resolve("SMORE+GR", load_variants())  # the named variant of compare
+    assert (model_name, overrides) == ("SMORE", {"graph_refinement": True})
+    _, _, on = build(two_modalities, dict(keys, **overrides))
     f = on.modality_features
     ref = {m: refined_sym(f[m], 5, 0.1, 3, on.inter_index, on.n_users) for m in ("image", "text")}
     for m in ("image", "text"):
