@@ -11,7 +11,7 @@ from scipy import stats
 from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, threshold_knn_graph
 from recbole_models import get_model
 from recbole_models.compare import load_variants, resolve
-from recbole_models.model.freedom import FREEDOM, modality_weights
+from recbole_models.model.freedom import modality_weights
 from recbole_models.run import make_config, run_recbole
 from tests.recbole_data import write_tiny_multimodal_dataset
 
@@ -199,10 +199,15 @@ def test_run_through_recbole(tmp_path, modalities):
 
 @pytest.mark.cuda
 def test_cuda_matches_cpu(two_modalities):
-    _, _, model = build(two_modalities)
+    _, train, model = build(two_modalities)
     model.eval()
     with torch.no_grad():
         cpu = model.all_embeddings()
         gpu = model.to("cuda").all_embeddings()
     for a, b in zip(cpu, gpu):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+    # A training epoch's start (FREEDOM: pruning with a CUDA generator) and one step on the GPU.
+    model.train()
+    loss = model.calculate_loss(next(iter(train)).to("cuda"))
+    assert torch.isfinite(loss)
+    loss.backward()

@@ -210,10 +210,15 @@ def test_run_through_recbole(tmp_path, modalities):
 
 @pytest.mark.cuda
 def test_cuda_matches_cpu(two_modalities):
-    _, _, model = build(two_modalities, {"knn_k": 5})
+    _, train, model = build(two_modalities, {"knn_k": 5})
     model.eval()
     with torch.no_grad():
         cpu = model.all_embeddings()
         gpu = model.to("cuda").all_embeddings()
     for a, b in zip(cpu, gpu):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+    # A training epoch's start (FREEDOM: pruning with a CUDA generator) and one step on the GPU.
+    model.train()
+    loss = model.calculate_loss(next(iter(train)).to("cuda"))
+    assert torch.isfinite(loss)
+    loss.backward()
