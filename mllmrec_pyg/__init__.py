@@ -2,7 +2,8 @@
 
 * :mod:`mllmrec_pyg.transforms` -- item-item graph builders (``ThresholdKNN``,
   ``JaccardCooccurrence``, ``Union``) as PyG transforms.
-* :mod:`mllmrec_pyg.nn` -- LightGCN propagation.
+* :mod:`mllmrec_pyg.nn` -- LightGCN propagation (``LightGCNPropagation``).
+* :mod:`mllmrec_pyg.data` -- ``ItemGraphData``, an item graph with interactions that batches right.
 * :mod:`mllmrec_pyg.cli` -- the ``mllmrec`` command line.
 """
 

@@ -2,6 +2,7 @@
 (tests/openai_server.py): concurrency, images as data URLs, retries, refusals,
 unreachable servers, and the kill-and-resume property of ``mllmrec preferences``."""
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -32,6 +33,13 @@ def running_server(delay=0.0):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def only_store(d, stem):
+    """The one store ``<stem>.<model>.<hash>.store.jsonl`` a command wrote into ``d`` by default."""
+    found = glob.glob(os.path.join(d, f"{stem}.*.store.jsonl"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def stats(url):
@@ -134,7 +142,7 @@ def test_preferences_cli_partial_failure_then_resume(server, tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "generation failed" in err and "rerun the same command" in err and "Failed: u" in err
-    store = GenerationStore(os.path.join(d, "toy.preferences.store.jsonl"))
+    store = GenerationStore(only_store(d, "toy.preferences"))
     assert 0 < len(store) < 6 and not os.path.exists(os.path.join(d, "toy.preferences.jsonl"))
     served = stats(server)["served"]
     # Fix the cause, rerun: only the missing users are generated.
@@ -143,7 +151,7 @@ def test_preferences_cli_partial_failure_then_resume(server, tmp_path, capsys):
     texts = [json.loads(x) for x in open(os.path.join(d, "toy.preferences.jsonl"))]
     assert sorted(t["user_id"] for t in texts) == [f"u{u}" for u in range(6)]
     assert stats(server)["served"] - served == 6 - len(store)
-    rec = GenerationStore(os.path.join(d, "toy.preferences.store.jsonl")).records
+    rec = GenerationStore(only_store(d, "toy.preferences")).records
     assert all(r["settings"]["max_new_tokens"] == 8 and r["settings"]["seed"] == 2024 for r in rec.values())
     assert main(args) == 0  # a third run generates nothing
     assert stats(server)["served"] - served == 6 - len(store)
@@ -160,14 +168,15 @@ def test_preferences_cli_partial_failure_then_resume(server, tmp_path, capsys):
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
     with running_server(delay=0.15) as url:
         d = write_dataset(str(tmp_path / "toy"), users=40)
-        store_path = os.path.join(d, "toy.preferences.store.jsonl")
+        store_path = None
         cmd = [sys.executable, "-m", "mllmrec_pyg", "preferences", d, "--backend", "openai", "--model", "loopback",
                "--base-url", url, "--template", "preference", "--concurrency", "2", "--no-progress"]
         env = dict(os.environ, PYTHONPATH=ROOT)
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
-            if os.path.exists(store_path) and sum(1 for _ in open(store_path)) >= 8:
+            store_path = store_path or next(iter(glob.glob(os.path.join(d, "toy.preferences.*.store.jsonl"))), None)
+            if store_path and sum(1 for _ in open(store_path)) >= 8:
                 break
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)  # no chance to clean up

@@ -12,6 +12,7 @@ from mllmrec_pyg.reasoning.describe import image_jobs
 from mllmrec_pyg.reasoning.templates import TEMPLATES
 from mllmrec_pyg.reasoning.store import GenerationStore
 from mllmrec_pyg.reasoning.tiny_models import build_tiny_llava
+from test_reasoning_http import only_store
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_describe_images_cli_skips_bad_images_and_resumes(tiny_vlm, tmp_path, ca
     items = {json.loads(x)["item_id"]: json.loads(x)["text"] for x in open(os.path.join(d, "shop.items.jsonl"))}
     assert set(items) == {"1", "2", "3", "4", "5"}  # every item keeps its text description
     assert "Red shoe" in items["1"] and "Acme" in items["1"] and images[0]["text"] in items["1"]
-    store = GenerationStore(os.path.join(d, "shop.images.store.jsonl"))
+    store = GenerationStore(only_store(d, "shop.images"))
     assert {r["id"] for r in store.records.values()} == {"1", "2"}
     jobs, _ = image_jobs(d, TEMPLATES["image"], category_column="categories")
     assert "relevant to Shoes," in jobs[0].prompt and "relevant to Cars," in jobs[1].prompt

@@ -5,7 +5,7 @@ from torch_geometric.transforms import Compose
 from torch_geometric.utils import to_dense_adj
 
 from graph_data import clustered_features, nested_prime_interactions, sparse_interactions
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from mllmrec_pyg.testing.reference import (
     reference_item_graph,
     reference_jaccard_adjacency,
@@ -60,7 +60,7 @@ def problem():
 def run_contract(x, ui, u):
     g = Compose([ThresholdKNN(k=10, threshold=0.7), JaccardCooccurrence(k=10), Union()])(
         Data(x=x, inter_index=ui, num_users=u))
-    return LightGCN(num_layers=1)(g.x, g.edge_index, g.edge_weight)
+    return LightGCNPropagation(num_layers=1)(g.x, g.edge_index, g.edge_weight)
 
 
 def test_acceptance_contract_equals_reference(problem):
@@ -135,8 +135,10 @@ def test_threshold_knn_ties_pick_lowest_index():
     ei, _ = threshold_knn_graph(x, 2, None)
     a = matrix(ei, None, 30)
     for i in range(30):
-        # Three candidates tie at similarity 1; the two lowest indices win, whatever the block.
-        assert a[i].nonzero().view(-1).tolist() == [i % 10, i % 10 + 10]
+        # Three candidates tie at similarity 1: item i keeps its own place, and of the
+        # other two the lower index wins, whatever the block.
+        lowest_other = i % 10 if i >= 10 else i + 10
+        assert a[i].nonzero().view(-1).tolist() == sorted([i, lowest_other])
     for bs in (1, 4, 30):
         assert torch.equal(threshold_knn_graph(x, 2, None, block_size=bs)[0], ei)
 
@@ -202,7 +204,7 @@ def test_hetero_pipeline_equals_homogeneous(problem):
     hetero["user", "rates", "item"].edge_index = ui
     out = Compose([ThresholdKNN(k=10, threshold=0.7), JaccardCooccurrence(k=10), Union()])(hetero)
     g = out["item", "refined", "item"]
-    h = LightGCN(1)(x, g.edge_index, g.edge_weight)
+    h = LightGCNPropagation(1)(x, g.edge_index, g.edge_weight)
     torch.testing.assert_close(h, run_contract(x, ui, u), atol=1e-6, rtol=0)
 
 
@@ -211,8 +213,7 @@ def test_union_sums_and_normalisations():
     ui = sparse_interactions(400, 60, per_user=3)
     data = Compose([ThresholdKNN(k=5, threshold=0.4), JaccardCooccurrence(k=5)])(
         Data(x=x, inter_index=ui, num_users=400))
-    a = matrix(data.knn_edge_index, data.knn_edge_weight, 60) + \
-        matrix(data.cooc_edge_index, data.cooc_edge_weight, 60)
+    a = matrix(**data.item_graphs["knn"], n=60) + matrix(**data.item_graphs["cooc"], n=60)
     d = a.sum(1)
     for norm, expected in [
         ("row", a * d.pow(-0.5).view(-1, 1) * d.pow(-0.5).view(1, -1)),
@@ -221,13 +222,13 @@ def test_union_sums_and_normalisations():
     ]:
         out = Union(normalization=norm)(data.clone())
         torch.testing.assert_close(matrix(out.edge_index, out.edge_weight, 60), expected)
-        torch.testing.assert_close(matrix(out.refined_edge_index, out.refined_edge_weight, 60), a)
+        torch.testing.assert_close(matrix(**out.item_graphs["refined"], n=60), a)
 
 
 def test_union_without_cooccurrence_is_w_o_te_and_isolated_items_keep_features():
     x = clustered_features(40)
     g = Compose([ThresholdKNN(k=3, threshold=0.7, loop=False), Union()])(Data(x=x))
-    h = LightGCN(1)(x, g.edge_index, g.edge_weight)
+    h = LightGCNPropagation(1)(x, g.edge_index, g.edge_weight)
     isolated = torch.bincount(g.edge_index[1], minlength=40) == 0
     assert isolated.any()
     torch.testing.assert_close(h[isolated], x[isolated])
@@ -243,14 +244,24 @@ def test_each_builder_alone_leaves_a_graph():
     ui = sparse_interactions(100, 30)
     g = JaccardCooccurrence(k=3)(Data(x=x, inter_index=ui, num_users=100))
     assert g.edge_index.size(1) == g.edge_weight.numel() > 0
-    out = LightGCN(1, normalize=True)(x, g.edge_index, g.edge_weight)
+    out = LightGCNPropagation(1, normalize=True)(x, g.edge_index, g.edge_weight)
     assert torch.isfinite(out).all()
 
 
 def test_repr():
-    assert repr(ThresholdKNN(k=10, threshold=0.7)).startswith("ThresholdKNN(k=10, threshold=0.7")
-    assert repr(JaccardCooccurrence(15)) == "JaccardCooccurrence(k=15)"
-    assert "normalization='row'" in repr(Union())
+    assert repr(ThresholdKNN(k=10, threshold=0.7)) == (
+        "ThresholdKNN(k=10, threshold=0.7, weighted=False, loop=True, force_undirected=False, "
+        "block_size=None, key='knn', node_type='item', attr='x')")
+    assert repr(ThresholdKNN(k=3, key="img", node_type="product", attr="image_x")).endswith(
+        "key='img', node_type='product', attr='image_x')")
+    assert repr(JaccardCooccurrence(15)) == (
+        "JaccardCooccurrence(k=15, key='cooc', user_type='user', item_type='item', attr='inter_index')")
+    assert repr(JaccardCooccurrence(5, key="co", attr="ui")).endswith("key='co', user_type='user', "
+                                                                       "item_type='item', attr='ui')")
+    assert repr(Union()) == ("Union(keys=('knn', 'cooc'), normalization='row', out_key='refined', "
+                             "node_type='item')")
+    assert repr(Union(keys=["knn"], out_key="semantic", node_type="product")).endswith(
+        "out_key='semantic', node_type='product')")
 
 
 @pytest.mark.parametrize("x, message", [
@@ -286,7 +297,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="found none of the graphs"):
         Union()(Data(x=x))
     with pytest.raises(ValueError, match="num_layers"):
-        LightGCN(-1)
+        LightGCNPropagation(-1)
 
 
 @pytest.mark.parametrize("ui, message", [

@@ -5,7 +5,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "download-images", help="download the item images named in a dataset's .item file",
         description="Downloads the `image_url` of every item of <dataset_dir>/<name>.item into "
-                    "<image-dir>/<item>.jpg (concurrent, resumable, retried, size- and type-checked; "
+                    "<image-dir>/<item>.jpg (concurrent, resumable, retried within a deadline, http(s) only, "
+                    "size-, type- and image-checked; "
                     "failures are logged to <image-dir>/download_failures.tsv and skipped) and records "
                     "the files in the .item file's `image` column.")
     p.add_argument("dataset_dir", help="a prepared dataset directory (holds <name>.item)")
@@ -14,7 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--url-column", default="image_url", help=".item column with the URLs (default image_url)")
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads (default 8)")
     p.add_argument("--retries", type=int, default=2, help="extra attempts on network errors/5xx (default 2)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt (default 10)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds for the whole download of one image, retries included (a deadline; default 10)")
     p.add_argument("--max-mb", type=float, default=10.0, help="largest accepted image in MiB (default 10)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=run)

@@ -99,6 +99,7 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
     from mllmrec_pyg.reasoning.describe import describe_images, fused_item_texts
     from mllmrec_pyg.reasoning.histories import WordCounter
     from mllmrec_pyg.reasoning.preferences import build_prompts, generate_preferences, item_descriptions
+    from mllmrec_pyg.reasoning.store import default_store_path
     from mllmrec_pyg.reasoning.templates import get_template
     from mllmrec_pyg.text.io import read_texts
 
@@ -115,8 +116,10 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         items_file = _path(d, img.get("items_output"), f"{name}.items.jsonl")
         if "describe_images" in stages:
             output = _path(d, img.get("output"), f"{name}.images.jsonl")
-            store = _path(d, img.get("store"), f"{name}.images.store.jsonl")
-            stats = describe_images(d, backend_from_config(img), get_template(img.get("template", "image")), store,
+            img_spec = backend_from_config(img)
+            store = (_path(d, img["store"], "") if img.get("store") else
+                     default_store_path(d, name, "images", img_spec.model_id, img_spec.settings.as_dict()))
+            stats = describe_images(d, img_spec, get_template(img.get("template", "image")), store,
                                     output, progress=progress, name=name, image_column=img.get("image_column"),
                                     image_dir=img.get("image_dir"), allow_urls=bool(img.get("allow_urls")),
                                     category=img.get("category", "the product"),
@@ -139,7 +142,8 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
             prompts = build_prompts(d, template, descriptions, counter, name, pref.get("history_tokens", 256),
                                     pref.get("item_tokens", 48), pref.get("max_items"), pref.get("max_prompt_tokens"),
                                     bool(pref.get("leaky")), pref.get("split_column"))
-            store = _path(d, pref.get("store"), f"{name}.preferences{suffix}.store.jsonl")
+            store = (_path(d, pref["store"], "") if pref.get("store") else
+                     default_store_path(d, name, f"preferences{suffix}", spec.model_id, spec.settings.as_dict()))
             stats = generate_preferences(prompts, spec, template, store, users_file, pref.get("empty_text", ""),
                                          progress=progress, regenerate=regenerate)
             if pref.get("manifest"):

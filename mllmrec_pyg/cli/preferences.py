@@ -13,6 +13,7 @@ import sys
 
 from mllmrec_pyg.reasoning.cli_args import add_backend_args, backend_from_config, dataset_name
 from mllmrec_pyg.reasoning.histories import LEAKY_WARNING, WordCounter
+from mllmrec_pyg.reasoning.store import default_store_path
 from mllmrec_pyg.reasoning.templates import TEMPLATES, get_template
 
 
@@ -39,7 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="dataset name (default: the directory's name)")
     add_preference_args(p)
     add_backend_args(p, "transformers", "gemma3-270m")
-    p.add_argument("--store", help="generation store (default <dataset_dir>/<name>.preferences.store.jsonl)")
+    p.add_argument("--store", help="generation store (default <dataset_dir>/<name>.preferences.<model>.<hash of "
+                                   "model and settings>.store.jsonl)")
     p.add_argument("--output", help="user texts JSONL (default <dataset_dir>/<name>.preferences.jsonl)")
     p.add_argument("--prompts-only", metavar="FILE", help="write the prompts with token counts; generate nothing")
     p.add_argument("--leaky", action="store_true",
@@ -72,7 +74,8 @@ def run(args) -> int:
         print(json.dumps({"prompts": args.prompts_only, **summary}))
         return 0
     suffix = ".leaky" if args.leaky else ""
-    store = args.store or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.store.jsonl")
+    store = args.store or default_store_path(args.dataset_dir, name, f"preferences{suffix}", spec.model_id,
+                                             spec.settings.as_dict())
     output = args.output or os.path.join(args.dataset_dir, f"{name}.preferences{suffix}.jsonl")
     stats = generate_preferences(prompts, spec, template, store, output, args.empty_text,
                                  progress=not args.no_progress, limit=args.limit, regenerate=args.regenerate)

@@ -2,12 +2,23 @@
 multimodal descriptions (step 2).
 
 Images are named by a column of the ``.item`` file (``image_column``; by default
-the first of :data:`IMAGE_COLUMNS` present). A value is a local path (relative
-paths are resolved against ``image_dir``, default the dataset directory) or, only
-when ``allow_urls=True``, an ``http(s)`` URL downloaded once into
-``<dataset_dir>/.image_cache``. A URL without ``allow_urls``, a missing or
-unreadable file is reported with the item and the path and that item is skipped
-(its description then has no image part); ``strict=True`` raises instead.
+the first of :data:`IMAGE_COLUMNS` present). Every image is read through
+:mod:`mllmrec_pyg.datasets.image_source`, the path ``mllmrec download-images`` uses
+too:
+
+- a local path (relative paths resolve against ``image_dir``, default the dataset
+  directory) must lie, after resolving symlinks and ``..``, inside the dataset
+  directory or ``image_dir``, unless ``allow_outside=True``;
+- an ``http(s)`` URL is fetched only when ``allow_urls=True``: ``http(s)`` redirects
+  only, an ``image/*`` content type, at most ``max_bytes`` bytes, ``url_timeout``
+  seconds for the whole fetch; it is kept once in ``<dataset_dir>/.image_cache``
+  under the name of its content hash with the extension of its real format;
+- every image is at most ``max_bytes`` bytes and must decode as an image (Pillow).
+
+An image that fails any of these is reported with the item and the value and that
+item is skipped (its description then has no image part); ``strict=True`` raises
+a ``ValueError`` naming the ``.item`` file instead. Nothing that fails these checks
+is sent to a model.
 
 The image prompt's ``{category}`` is the item's ``category_column`` value (its
 last token for a category path) or the fixed ``category`` string.
@@ -16,10 +27,11 @@ import hashlib
 import logging
 import os
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from mllmrec_pyg.datasets.image_source import (DEFAULT_MAX_BYTES, ImageRefused, fetch_image,
+                                               image_extension, read_local_image)
 from mllmrec_pyg.reasoning.runner import Job, generate_jobs
 from mllmrec_pyg.reasoning.store import GenerationStore
 from mllmrec_pyg.reasoning.templates import PromptTemplate
@@ -29,6 +41,7 @@ from mllmrec_pyg.text.item_text import item_texts, read_atomic
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "image_path", "imUrl", "image_url")
+CACHE_DIR = ".image_cache"
 
 
 @dataclass
@@ -43,25 +56,31 @@ class ImageProblem:
         return f"item {self.item_id}: {self.reason} ({self.value})"
 
 
-def _fetch(url: str, cache_dir: str, timeout: float) -> str:
-    """Downloads ``url`` once into ``cache_dir`` (atomic); returns the local path."""
+def _cached_url(url: str, cache_dir: str, timeout: float, max_bytes: int) -> str:
+    """Fetches ``url`` (checked, see :func:`~mllmrec_pyg.datasets.image_source.fetch_image`)
+    once into ``cache_dir`` (atomic); returns the local path. The index file
+    ``<sha of url>.url`` names the content file, so a URL is fetched once."""
     os.makedirs(cache_dir, exist_ok=True)
-    ext = os.path.splitext(url.split("?")[0])[1][:5] or ".img"
-    path = os.path.join(cache_dir, hashlib.sha256(url.encode()).hexdigest()[:32] + ext)
-    if not os.path.isfile(path):
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read()
+    index = os.path.join(cache_dir, hashlib.sha256(url.encode("utf-8")).hexdigest()[:32] + ".url")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            name = os.path.basename(f.read().strip())
+        if name and os.path.isfile(os.path.join(cache_dir, name)):
+            return os.path.join(cache_dir, name)
+    image = fetch_image(url, timeout=timeout, max_bytes=max_bytes)
+    path = os.path.join(cache_dir, hashlib.sha256(image.data).hexdigest()[:32] + image_extension(image.format))
+    for target, data in ((path, image.data), (index, os.path.basename(path).encode("utf-8"))):
         fd, tmp = tempfile.mkstemp(prefix=".img-", dir=cache_dir)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     return path
 
 
 def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] = None,
                image_column: Optional[str] = None, image_dir: Optional[str] = None, allow_urls: bool = False,
                category: str = "the product", category_column: Optional[str] = None, strict: bool = False,
-               url_timeout: float = 30.0):
+               url_timeout: float = 30.0, allow_outside: bool = False, max_bytes: int = DEFAULT_MAX_BYTES):
     """``(jobs, problems)``: one :class:`~mllmrec_pyg.reasoning.runner.Job` per item with a usable image.
 
     Args:
@@ -69,12 +88,15 @@ def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] =
         template: the image template (its ``{category}`` field is filled per item).
         image_column: the column naming each item's image (default: the first of
             :data:`IMAGE_COLUMNS` present).
-        image_dir: base directory of relative image paths (default ``dataset_dir``).
+        image_dir: base directory of relative image paths (default ``dataset_dir``); images
+            may lie in it or in ``dataset_dir``.
         allow_urls: download ``http(s)`` images (off by default: nothing leaves the machine).
         category: the ``{category}`` text when ``category_column`` is not given.
         category_column: a column whose value (last token, for ``a|b|c`` or list paths) is the category.
         strict: raise on the first unusable image instead of skipping it.
-        url_timeout: seconds per download.
+        url_timeout: seconds for the whole download of one URL (a deadline).
+        allow_outside: read local images anywhere, not only in ``dataset_dir``/``image_dir``.
+        max_bytes: the largest accepted image.
     """
     name = name or os.path.basename(os.path.normpath(dataset_dir))
     item_file = os.path.join(dataset_dir, f"{name}.item")
@@ -88,6 +110,8 @@ def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] =
         if col is not None and col not in frame.columns:
             raise ValueError(f"{item_file}: no column {col!r} (columns: {list(frame.columns)})")
     base = image_dir or dataset_dir
+    roots = [dataset_dir] + ([image_dir] if image_dir else [])
+    cache_dir = os.path.join(dataset_dir, CACHE_DIR)
     jobs: List[Job] = []
     problems: List[ImageProblem] = []
     for row in frame.to_dict("records"):
@@ -95,28 +119,28 @@ def image_jobs(dataset_dir: str, template: PromptTemplate, name: Optional[str] =
         if not value:
             continue  # an item without an image simply has no image description
         try:
-            if value.startswith(("http://", "https://")):
+            if "://" in value:
+                if not value.lower().startswith(("http://", "https://")):
+                    raise ImageRefused(f"only http(s) URLs are read, not {value.split('://')[0]!r}")
                 if not allow_urls:
-                    raise PermissionError("is a URL and reading URLs is off (enable allow_urls)")
-                path = _fetch(value, os.path.join(dataset_dir, ".image_cache"), url_timeout)
+                    raise ImageRefused("is a URL and reading URLs is off (enable allow_urls)")
+                value_path, value_base = _cached_url(value, cache_dir, url_timeout, max_bytes), dataset_dir
             else:
-                path = value if os.path.isabs(value) else os.path.join(base, value)
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"image file {path} does not exist")
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-        except (OSError, ValueError) as err:
+                value_path, value_base = value, base
+            # A cached download is checked like any file: a cache edited by hand is no way around it.
+            image = read_local_image(value_path, value_base, roots, allow_outside, max_bytes)
+        except (ValueError, OSError) as err:  # ImageRefused is a ValueError, ImageUnavailable an OSError
             problem = ImageProblem(item, value, str(err))
             if strict:
-                raise type(err)(f"{item_file}: {problem}") if not isinstance(err, PermissionError) \
-                    else ValueError(f"{item_file}: {problem}") from None
+                raise ValueError(f"{item_file}: {problem}") from None
             problems.append(problem)
             continue
         cat = category
         if category_column:
             raw = str(row[category_column]).replace("|", ",").strip(" []'\"")
             cat = raw.split(",")[-1].strip(" '\"") or category
-        jobs.append(Job(item, template.render(category=cat), image=path, image_hash=digest))
+        jobs.append(Job(item, template.render(category=cat), image=image.source,
+                        image_hash=hashlib.sha256(image.data).hexdigest()))
     for p in problems:
         log.warning("%s: %s; skipped (no image description)", item_file, p)
     return jobs, problems

@@ -1,5 +1,6 @@
 """Generation through the store: only missing results are generated, each finished
 chunk is stored before the next starts, and a failure leaves a resumable state."""
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -66,10 +67,11 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
 
     The run's :class:`RunStats` is in ``generate_jobs.last_stats``. A backend failure
     raises :class:`GenerationError` saying how many results are stored and that a rerun
-    resumes.
+    resumes. When some result is missing the run holds the store's run lock
+    (:meth:`GenerationStore.run_lock`) until it ends; another run on the same store then
+    raises :class:`~mllmrec_pyg.reasoning.store.StoreBusyError` instead of generating the
+    same prompts. A run with nothing to generate takes no lock.
     """
-    from tqdm.auto import tqdm
-
     settings = backend.settings.as_dict()
     seen = set()
     for job in jobs:
@@ -78,8 +80,26 @@ def generate_jobs(jobs: Sequence[Job], backend: Backend, template: PromptTemplat
         seen.add(job.id)
         job.key = record_key(backend.model_id, template.hash, sha256_text(job.prompt, job.image_hash), settings)
     stats = RunStats()
-    # Two jobs with the same input (e.g. users with identical lists) share one generation.
-    pending = list({j.key: j for j in reversed(jobs) if regenerate or j.key not in store}.values())
+
+    def missing():
+        # Two jobs with the same input (e.g. users with identical lists) share one generation.
+        return list({j.key: j for j in reversed(jobs) if regenerate or j.key not in store}.values())
+
+    pending = missing()
+    with contextlib.ExitStack() as held:
+        if pending:
+            # The run lock, then the store read again: what another run stored meanwhile
+            # is reused, and no other run can start generating the same prompts.
+            held.enter_context(store.run_lock(desc))
+            store.reload()
+            pending = missing()
+        return _generate(jobs, pending, backend, template, store, counter, desc, progress, regenerate, settings,
+                         stats)
+
+
+def _generate(jobs, pending, backend, template, store, counter, desc, progress, regenerate, settings, stats):
+    from tqdm.auto import tqdm
+
     stats.reused = 0 if regenerate else sum(j.key in store for j in jobs)
     if stats.reused:
         log.info("%s: %d of %d results already in %s", desc, stats.reused, len(jobs), store.path)

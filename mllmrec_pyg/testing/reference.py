@@ -33,8 +33,10 @@ def reference_semantic_adjacency(x: Tensor, k: int, threshold: Optional[float]) 
 
 def reference_jaccard_adjacency(inter_index: Tensor, num_users: int, num_items: int,
                                 k: int) -> Tensor:
-    """Reference Jaccard graph. Like the published code it zeroes every entry equal
-    to 1, which removes the diagonal and also pairs with identical audiences."""
+    """Reference Jaccard graph. Like the published code it zeroes the float32 entries
+    equal to 1. With the 1e-7 in the denominator, n / (n + 1e-7) rounds to 1 only for
+    n >= 2 users: the diagonal of single-user items survives at 0.99999988, and pairs
+    of distinct items with the same audience of >= 2 users are zeroed too."""
     r = torch.zeros(num_items, num_users)
     r[inter_index[1], inter_index[0]] = 1.0
     shared = r @ r.t()

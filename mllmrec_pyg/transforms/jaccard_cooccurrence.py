@@ -1,5 +1,5 @@
 r"""Audience co-occurrence item-item graph: Jaccard similarity of the items' user sets."""
-from typing import Optional, Tuple, Union as TypingUnion
+from typing import Tuple, Union as TypingUnion
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,7 +10,9 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce, degree
 
+from mllmrec_pyg.data import ItemGraphData
 from mllmrec_pyg.transforms._checks import check_interactions, check_k, check_k_fits
+from mllmrec_pyg.transforms._store import keep_graph
 from mllmrec_pyg.transforms._topk import sparse_topk
 
 
@@ -89,19 +91,29 @@ class JaccardCooccurrence(BaseTransform):
     :math:`R^\top R` (scipy on CPU, :obj:`torch.sparse` on CUDA): memory grows
     with the number of co-occurring pairs, never with items :math:`\times` users.
 
-    Input: a :class:`~torch_geometric.data.Data` holding :obj:`inter_index`
-    (LongTensor ``[2, nnz]`` of (user, item) rows) and :obj:`num_users`; the
-    number of items is :obj:`data.num_items` if set, else :obj:`data.x.size(0)`.
-    The graph goes to :obj:`data.edge_index` / :obj:`data.edge_weight` and is kept
-    under :obj:`data.<key>_edge_index` / :obj:`data.<key>_edge_weight`.
+    Input: a :class:`~torch_geometric.data.Data` holding the interactions
+    :obj:`data[attr]` (LongTensor ``[2, nnz]`` of (user, item) rows) and
+    :obj:`num_users`; the number of items is :obj:`data.num_items` if set, else
+    :obj:`data.num_nodes` if set, else :obj:`data.x.size(0)`. The graph goes to
+    :obj:`data.edge_index` / :obj:`data.edge_weight` and is kept as
+    :obj:`data.item_graphs[key]` (see :class:`ThresholdKNN`). A plain
+    :class:`Data` comes back as a :class:`mllmrec_pyg.data.ItemGraphData`,
+    so that PyG's :class:`~torch_geometric.loader.DataLoader` shifts the user
+    row of :obj:`data[attr]` by :obj:`num_users` and the item row by the item
+    count (a plain :class:`Data` would shift both by the item count). If
+    :obj:`data` has no :obj:`x`, :obj:`data.num_nodes` is set to the item count.
     Or a :class:`~torch_geometric.data.HeteroData` with exactly one
-    ``('user', *, 'item')`` edge type: the graph is added as the edge type
-    ``('item', key, 'item')``.
+    ``('user', *, 'item')`` edge type, whose :obj:`edge_index` holds the
+    interactions: the graph is added as the edge type ``('item', key, 'item')``.
 
-    Divergence from the reference code, on purpose: the reference zeroes every
-    entry equal to 1 (which removes the diagonal but also any pair of items
-    with identical audiences) and adds :math:`10^{-7}` to the denominator.
-    Here exactly the diagonal is removed and :math:`J` is exact.
+    Divergence from the reference code, on purpose: the reference computes
+    :math:`J` in float32 with :math:`10^{-7}` added to the denominator and then
+    zeroes the entries equal to 1, meaning to remove the diagonal. In float32,
+    :math:`n / (n + 10^{-7})` is exactly 1 only for :math:`n \ge 2`, so the
+    diagonal of an item with a single user survives (0.99999988) and can take
+    one of its :math:`k` places, while pairs of distinct items with the same
+    audience of two or more users are zeroed (measured on ml-100k in
+    docs/graph.md). Here exactly the diagonal is removed and :math:`J` is exact.
 
     Args:
         k (int): Co-occurrence neighbours kept per item, :math:`k_c`.
@@ -109,29 +121,41 @@ class JaccardCooccurrence(BaseTransform):
         key (str): Name under which the graph is kept. (default: :obj:`"cooc"`)
         user_type (str): User node type on a :class:`HeteroData`. (default: :obj:`"user"`)
         item_type (str): Item node type on a :class:`HeteroData`. (default: :obj:`"item"`)
+        attr (str): Attribute holding the interactions on a :class:`Data`.
+            (default: :obj:`"inter_index"`)
     """
 
     def __init__(self, k: int = 10, key: str = "cooc", user_type: str = "user",
-                 item_type: str = "item") -> None:
+                 item_type: str = "item", attr: str = "inter_index") -> None:
         self.k = check_k(k)
         self.key = key
         self.user_type = user_type
         self.item_type = item_type
+        self.attr = attr
 
     def forward(self, data: TypingUnion[Data, HeteroData]) -> TypingUnion[Data, HeteroData]:
         if isinstance(data, HeteroData):
             return self._forward_hetero(data)
-        num_items = data.num_items if "num_items" in data else (
-            data.x.size(0) if data.x is not None else None)
+        if "num_items" in data:
+            num_items = data.num_items
+        elif "num_nodes" in data:
+            num_items = data.num_nodes
+        else:
+            num_items = data.x.size(0) if "x" in data else None
         if num_items is None:
             raise ValueError("the number of items is unknown: set `data.num_items` or `data.x`")
         num_users = data.num_users if "num_users" in data else None
-        check_interactions(data.inter_index if "inter_index" in data else None,
-                           num_users, num_items)
+        inter_index = data.get(self.attr)
+        check_interactions(inter_index, num_users, num_items, f"data.{self.attr}")
         edge_index, edge_weight = jaccard_cooccurrence_graph(
-            data.inter_index, int(num_users), int(num_items), self.k)
-        data[f"{self.key}_edge_index"] = edge_index
-        data[f"{self.key}_edge_weight"] = edge_weight
+            inter_index, int(num_users), int(num_items), self.k)
+        if type(data) is Data:
+            data = ItemGraphData(inter_attr=self.attr, **data.to_dict())
+        elif isinstance(data, ItemGraphData):
+            data.__dict__["_inter_attr"] = self.attr  # `data` is BaseTransform's copy
+        if "x" not in data and "num_nodes" not in data:
+            data.num_nodes = int(num_items)
+        keep_graph(data, self.key, edge_index, edge_weight)
         data.edge_index, data.edge_weight = edge_index, edge_weight
         return data
 
@@ -152,4 +176,5 @@ class JaccardCooccurrence(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(k={self.k})"
+        return (f"{self.__class__.__name__}(k={self.k}, key={self.key!r}, user_type={self.user_type!r}, "
+                f"item_type={self.item_type!r}, attr={self.attr!r})")

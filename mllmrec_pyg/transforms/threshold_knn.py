@@ -1,4 +1,5 @@
 r"""Semantic item-item graph: k-nearest neighbours by cosine similarity, denoised by a threshold."""
+import warnings
 from typing import Optional, Tuple, Union as TypingUnion
 
 import torch
@@ -10,10 +11,30 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce, to_undirected
 
 from mllmrec_pyg.transforms._checks import check_features, check_k, check_k_fits, check_threshold
+from mllmrec_pyg.transforms._store import keep_graph
 from mllmrec_pyg.transforms._topk import dense_topk
 
 # Elements of one similarity block: 2**25 float32 values = 128 MiB.
 DEFAULT_BLOCK_ELEMENTS = 1 << 25
+# Warn when more than this share of the items keeps no neighbour besides itself.
+LONELY_SHARE_WARNING = 0.5
+
+
+def _warn_if_lonely(edge_index: Tensor, num_items: int, threshold: Optional[float], k: int,
+                    loop: bool) -> None:
+    """Warns when most items keep no neighbour other than themselves (a threshold
+    above nearly every similarity leaves a graph of self-loops, silently useless)."""
+    if threshold is None or (loop and k == 1):  # k=1 with the self-loop asks for no neighbour
+        return
+    has_neighbour = torch.zeros(num_items, dtype=torch.bool, device=edge_index.device)
+    has_neighbour[edge_index[1, edge_index[0] != edge_index[1]]] = True
+    lonely = num_items - int(has_neighbour.sum())
+    if lonely > LONELY_SHARE_WARNING * num_items:
+        warnings.warn(
+            f"ThresholdKNN: {lonely / num_items:.1%} of the items ({lonely:,} of {num_items:,}) keep no "
+            f"neighbour other than themselves at threshold={threshold} (k={k}): their cosine "
+            f"similarities to all other items are below it. Lower the threshold, or check the features.",
+            UserWarning, stacklevel=3)
 
 
 def threshold_knn_graph(
@@ -29,7 +50,23 @@ def threshold_knn_graph(
 
     ``x`` is ``[N, d]`` (any device); see :class:`ThresholdKNN` for the other arguments.
     The output edges are sorted by target item, then by source item.
+
+    The graph is a constant of the features: it is computed under
+    :func:`torch.no_grad`, so ``edge_weight`` carries no gradient even when
+    ``x`` requires one (the top-:math:`k` selection has no useful gradient, and
+    keeping the ``[B, N]`` similarity blocks for a backward pass would cost
+    :math:`O(N^2)` memory). Warns (:class:`UserWarning`) when a threshold
+    leaves more than half of the items without a neighbour besides themselves.
     """
+    with torch.no_grad():
+        edge_index, edge_weight = _threshold_knn(x, k, threshold, weighted, loop, force_undirected,
+                                                 block_size)
+    _warn_if_lonely(edge_index, x.size(0), threshold, k, loop)
+    return edge_index, edge_weight
+
+
+def _threshold_knn(x: Tensor, k: int, threshold: Optional[float], weighted: bool, loop: bool,
+                   force_undirected: bool, block_size: Optional[int]) -> Tuple[Tensor, Tensor]:
     check_features(x, "x")
     k = check_k(k)
     check_k_fits(k, x.size(0))
@@ -52,9 +89,16 @@ def threshold_knn_graph(
         end = min(start + block_size, num_items)
         sim = torch.mm(x_norm[start:end], x_norm.t(), out=sim_buffer[:end - start])  # [B, N]
         rows = torch.arange(start, end, device=x.device)
-        if not loop:
+        if loop:
+            # Item i takes one of its own k places even when k other items tie with
+            # (or, by float rounding, exceed) s_ii, e.g. duplicates of item i.
+            own = sim[rows - start, rows]
+            sim[rows - start, rows] = float("inf")
+        else:
             sim[rows - start, rows] = float("-inf")
         values, columns = dense_topk(sim, k, mask_out=mask_buffer[:end - start])
+        if loop:
+            values = torch.where(columns == rows.view(-1, 1), own.view(-1, 1), values)
         keep = values >= threshold if threshold is not None else torch.ones_like(values, dtype=torch.bool)
         targets.append(rows.view(-1, 1).expand(-1, k)[keep])
         sources.append(columns[keep])
@@ -71,7 +115,7 @@ def threshold_knn_graph(
 @functional_transform("threshold_knn")
 class ThresholdKNN(BaseTransform):
     r"""Builds the semantic item-item graph of MLLMRec ("threshold-controlled
-    denoising") from item features :obj:`data.x` (functional name:
+    denoising") from item features :obj:`data[attr]` (functional name:
     :obj:`threshold_knn`).
 
     With :math:`\hat{\mathbf{x}}_i = \mathbf{x}_i / \|\mathbf{x}_i\|_2` and
@@ -82,23 +126,37 @@ class ThresholdKNN(BaseTransform):
         j \in \operatorname{top-}k_j(s_{ij}) \text{ and } s_{ij} \ge \epsilon \\
         0 & \text{otherwise.} \end{cases}
 
-    By default this is exactly the reference: the top-:math:`k` runs over the
-    whole row, so item :math:`i` itself (:math:`s_{ii} = 1`) takes one of its
-    :math:`k` places and every item gets a self-loop; kept edges are binary.
+    By default this is the reference: the top-:math:`k` runs over the whole
+    row, so item :math:`i` itself (:math:`s_{ii} = 1`) takes one of its
+    :math:`k` places and every item gets a self-loop (unless :math:`\epsilon`
+    exceeds the float value of :math:`s_{ii}`, i.e. :math:`\epsilon = 1`);
+    kept edges are binary. The self-loop is guaranteed even when :math:`k` or
+    more other items tie with item :math:`i` at similarity 1 (duplicate
+    features): item :math:`i` plus the :math:`k - 1` most similar others. The
+    reference's :func:`torch.topk` picks an unspecified subset of such a tie
+    and may leave item :math:`i` out; that is the only case where the two differ.
+
     :math:`A` is not symmetric: row :math:`i` holds item :math:`i`'s own list.
     As a PyG graph, edge :math:`(j, i)` (``edge_index[:, e] = [j, i]``) carries
     :math:`A_{ij}`, so message passing aggregates at item :math:`i` over the
     items of its list. Among similarities tied at the :math:`k`-th place the
     lowest item index wins, on CPU and CUDA alike.
 
-    Similarities are computed in row blocks on :obj:`data.x`'s device: memory is
-    :math:`O(B \cdot N + N \cdot k)`, never :math:`N \times N`.
+    Similarities are computed in row blocks on the features' device, under
+    :func:`torch.no_grad` (the graph is a constant of the features; edge
+    weights carry no gradient): memory is :math:`O(B \cdot N + N \cdot k)`,
+    never :math:`N \times N`. A :class:`UserWarning` names the threshold and
+    the share of items when more than half of the items keep no neighbour
+    besides themselves.
 
     The graph is written to :obj:`data.edge_index` / :obj:`data.edge_weight`
     (raw weights, not normalised: follow with :class:`Union` to normalise) and
-    kept under :obj:`data.<key>_edge_index` / :obj:`data.<key>_edge_weight` for
-    :class:`Union`. On a :class:`~torch_geometric.data.HeteroData`, features are
-    read from :obj:`data[node_type].x` and the graph is stored on the edge type
+    kept as :obj:`data.item_graphs[key]`, a dict with :obj:`"edge_index"` and
+    :obj:`"edge_weight"`, for :class:`Union` (a nested dict, so PyG's transforms
+    do not take it for edge attributes of :obj:`data.edge_index`). If
+    :obj:`data` has no :obj:`x`, :obj:`data.num_nodes` is set to the item count.
+    On a :class:`~torch_geometric.data.HeteroData`, features are read from
+    :obj:`data[node_type][attr]` and the graph is stored on the edge type
     :obj:`(node_type, key, node_type)`.
 
     Args:
@@ -119,6 +177,8 @@ class ThresholdKNN(BaseTransform):
         key (str): Name under which the graph is kept. (default: :obj:`"knn"`)
         node_type (str): Node type read on a :class:`HeteroData`.
             (default: :obj:`"item"`)
+        attr (str): Attribute holding the item features ``[num_items, d]``.
+            (default: :obj:`"x"`)
     """
 
     def __init__(
@@ -131,6 +191,7 @@ class ThresholdKNN(BaseTransform):
         block_size: Optional[int] = None,
         key: str = "knn",
         node_type: str = "item",
+        attr: str = "x",
     ) -> None:
         self.k = check_k(k)
         self.threshold = check_threshold(threshold)
@@ -140,12 +201,16 @@ class ThresholdKNN(BaseTransform):
         self.block_size = block_size
         self.key = key
         self.node_type = node_type
+        self.attr = attr
 
     def forward(self, data: TypingUnion[Data, HeteroData]) -> TypingUnion[Data, HeteroData]:
         hetero = isinstance(data, HeteroData)
-        x = data[self.node_type].get("x") if hetero and self.node_type in data.node_types else (
-            None if hetero else data.x)
-        name = f"data['{self.node_type}'].x" if hetero else "data.x"
+        if hetero:
+            x = data[self.node_type].get(self.attr) if self.node_type in data.node_types else None
+            name = f"data['{self.node_type}'].{self.attr}"
+        else:
+            x = data.get(self.attr)
+            name = f"data.{self.attr}"
         check_features(x, name)
         edge_index, edge_weight = threshold_knn_graph(
             x, self.k, self.threshold, self.weighted, self.loop, self.force_undirected, self.block_size)
@@ -153,12 +218,14 @@ class ThresholdKNN(BaseTransform):
             store = data[self.node_type, self.key, self.node_type]
             store.edge_index, store.edge_weight = edge_index, edge_weight
         else:
-            data[f"{self.key}_edge_index"] = edge_index
-            data[f"{self.key}_edge_weight"] = edge_weight
+            if "x" not in data and "num_nodes" not in data:
+                data.num_nodes = x.size(0)  # PyG could not infer it from `data.<attr>`
+            keep_graph(data, self.key, edge_index, edge_weight)
             data.edge_index, data.edge_weight = edge_index, edge_weight
         return data
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(k={self.k}, threshold={self.threshold}, "
                 f"weighted={self.weighted}, loop={self.loop}, "
-                f"force_undirected={self.force_undirected})")
+                f"force_undirected={self.force_undirected}, block_size={self.block_size}, "
+                f"key={self.key!r}, node_type={self.node_type!r}, attr={self.attr!r})")

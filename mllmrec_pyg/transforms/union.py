@@ -9,6 +9,8 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce, scatter
 
+from mllmrec_pyg.transforms._store import keep_graph, kept_graph
+
 NORMALIZATIONS = ("row", "rw", None)
 
 
@@ -51,9 +53,10 @@ class Union(BaseTransform):
     Weights add where both graphs hold the edge. Missing keys are skipped (so
     ``Compose([ThresholdKNN(...), Union()])`` is the paper's "w/o TE"), but at
     least one must be present. The result goes to :obj:`data.edge_index` /
-    :obj:`data.edge_weight`, ready for :class:`mllmrec_pyg.nn.LightGCN`; the
-    unnormalised sum stays in :obj:`data.<out_key>_edge_index` /
-    :obj:`data.<out_key>_edge_weight`.
+    :obj:`data.edge_weight`, ready for
+    :class:`mllmrec_pyg.nn.LightGCNPropagation`; the unnormalised sum is kept
+    as :obj:`data.item_graphs[out_key]` (a dict with :obj:`"edge_index"` and
+    :obj:`"edge_weight"`, like the builders' graphs).
 
     Items left without any edge get a zero row in :math:`L`: after LightGCN's
     layer sum, such an item keeps exactly its input features
@@ -89,10 +92,10 @@ class Union(BaseTransform):
                 et = (self.node_type, key, self.node_type)
                 if et in data.edge_types:
                     graphs.append((data[et].edge_index, data[et].get("edge_weight")))
-            elif f"{key}_edge_index" in data:
-                graphs.append((data[f"{key}_edge_index"], data.get(f"{key}_edge_weight")))
+            elif kept_graph(data, key) is not None:
+                graphs.append(kept_graph(data, key))
         if not graphs:
-            where = "edge types" if hetero else "attributes `<key>_edge_index`"
+            where = "edge types" if hetero else "entries of `data.item_graphs`"
             raise ValueError(f"`Union` found none of the graphs {self.keys} ({where}); "
                              f"run ThresholdKNN and/or JaccardCooccurrence before it")
         num_nodes = data[self.node_type].num_nodes if hetero else data.num_nodes
@@ -106,10 +109,10 @@ class Union(BaseTransform):
             store = data[self.node_type, self.out_key, self.node_type]
             store.edge_index, store.edge_weight = norm_index, norm_weight
         else:
-            data[f"{self.out_key}_edge_index"] = edge_index
-            data[f"{self.out_key}_edge_weight"] = edge_weight
+            keep_graph(data, self.out_key, edge_index, edge_weight)
             data.edge_index, data.edge_weight = norm_index, norm_weight
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(keys={self.keys}, normalization={self.normalization!r})"
+        return (f"{self.__class__.__name__}(keys={self.keys}, normalization={self.normalization!r}, "
+                f"out_key={self.out_key!r}, node_type={self.node_type!r})")

@@ -12,9 +12,12 @@ user tower with the item tower of the last validation epoch.
 
 :class:`WeightKeyedCache` keys the cached value by the identity and the version
 counter of every parameter and buffer of the module. PyTorch bumps a tensor's
-version on each in-place write: ``optimizer.step()`` (``foreach`` or not),
-``load_state_dict`` (``copy_``) and any ``param.data.mul_(...)``; ``.to()`` or
-``param.data = t`` give a new storage. A lookup whose key differs recomputes, so
+version on each in-place write through the tensor itself: ``optimizer.step()``
+(``foreach`` or not), ``load_state_dict`` (``copy_`` under ``no_grad``) and any
+in-place op under ``torch.no_grad()``; ``.to()`` or ``param.data = t`` give a new
+storage. One way escapes it: an in-place write through ``param.data``
+(``p.data.mul_(2)``) bumps the version of the ``.data`` alias, not of ``p`` (torch
+2.13), so code that edits weights that way must call :meth:`WeightKeyedCache.clear`. A lookup whose key differs recomputes, so
 there is no invalidation call anyone can forget. Values are cached only in eval
 mode with autograd off (what RecBole's evaluation does); otherwise they are
 computed afresh, so training never sees a cached graph-less tensor.
@@ -28,9 +31,14 @@ from torch import nn
 T = TypeVar("T")
 
 
+def _identity(t: torch.Tensor) -> int:
+    # Sparse tensors have no single data pointer; the module holds them, so their id is unique.
+    return t.data_ptr() if t.layout == torch.strided else id(t)
+
+
 def weights_key(module: nn.Module) -> Tuple[Tuple[int, int], ...]:
-    """``(data_ptr, version)`` of every parameter and buffer of ``module``."""
-    return tuple((t.data_ptr(), t._version)
+    """``(storage identity, version)`` of every parameter and buffer of ``module``."""
+    return tuple((_identity(t), t._version)
                  for t in itertools.chain(module.parameters(), module.buffers()))
 
 

@@ -88,8 +88,8 @@ from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
 from mllmrec_pyg.transforms import threshold_knn_graph
-from recbole_models.model.multimodal import MultimodalRecommender, bpr, lightgcn_mean, normalize_adjacency, \
-    sparse_from_edges
+from recbole_models.model.multimodal import (MultimodalRecommender, bpr, drop_nonpositive, lightgcn_mean,
+                                             normalize_adjacency, sparse_from_edges)
 
 CF_MODELS = ("lightgcn", "mf")
 
@@ -164,8 +164,8 @@ class LATTICE(MultimodalRecommender):
         self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 0.5))
 
         for m in self.modalities:  # N(K(X^m)), fixed
-            self.register_sparse(f"original_{m}", normalize_adjacency(
-                self.item_item_adjacency(self.modality_features[m], self.knn_k, weighted=True), "row"))
+            adj = self.item_item_adjacency(self.modality_features[m], self.knn_k, weighted=True)
+            self.register_sparse(f"original_{m}", normalize_adjacency(drop_nonpositive(adj), "row"))
         # D^{-1}(A + I) over the training bipartite graph.
         u, i = self.inter_index
         n = self.n_users + self.n_items

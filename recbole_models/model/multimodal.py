@@ -39,7 +39,7 @@ from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, 
 from recbole_models.features import feature_matrix
 from recbole_models.model.eval_cache import WeightKeyedCache
 
-__all__ = ["MultimodalRecommender", "bpr", "lightgcn_mean", "load_modalities", "normalize_adjacency",
+__all__ = ["MultimodalRecommender", "bpr", "drop_nonpositive", "lightgcn_mean", "load_modalities", "normalize_adjacency",
            "sparse_from_edges"]
 
 
@@ -111,6 +111,15 @@ def normalize_adjacency(adj: Tensor, normalization: Optional[str] = "row") -> Te
     return sparse_from_edges(ei, ew, adj.size(0))
 
 
+def drop_nonpositive(adj: Tensor) -> Tensor:
+    r"""``adj`` without its entries :math:`\le 0`. A cosine k-NN neighbour of non-positive
+    similarity (only where k approaches the number of items) can make a row sum
+    negative, and :math:`D^{-1/2}` NaN."""
+    adj = adj.coalesce()
+    keep = adj.values() > 0
+    return torch.sparse_coo_tensor(adj.indices()[:, keep], adj.values()[keep], adj.shape).coalesce()
+
+
 def bpr(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     r"""BPR loss :math:`-\operatorname{mean}\log\sigma(u^\top i - u^\top j)` of ``[B, d]`` rows."""
     return -torch.nn.functional.logsigmoid((user * pos).sum(-1) - (user * neg).sum(-1)).mean()
@@ -168,20 +177,16 @@ class MultimodalRecommender(GeneralRecommender):
     # -- graphs ---------------------------------------------------------------------------
     def item_item_adjacency(self, features: Tensor, k: Optional[int] = None,
                             weighted: bool = False) -> Tensor:
-        r"""Unnormalised item-item matrix for one modality: k-NN (self included), binary or
-        (``weighted``) holding the cosine similarities as SMORE and LATTICE do, less
-        neighbours of non-positive similarity, or
-        MLLMRec's refined graph when ``graph_refinement`` is on (``weighted`` then has no
-        effect: "+GR" replaces the model's graph by ours). Row 0 ([PAD]) is empty."""
+        r"""Unnormalised item-item matrix for one modality: k-NN (self included) with
+        binary weights, or the cosine similarities with ``weighted=True`` (MMRec's
+        ``build_knn_normalized_graph``); or MLLMRec's refined graph (always binary
+        semantic edges plus Jaccard weights) when ``graph_refinement`` is on.
+        Row 0 ([PAD]) is empty."""
         k = int(self.config_value("knn_k") if k is None else k)
         x = features[1:].detach()
         num = x.size(0)
         if not self.graph_refinement:
             ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=None, weighted=weighted)
-            if weighted:
-                # A neighbour of cosine <= 0 (only where k approaches the number of items)
-                # would give a negative row sum, hence NaN under D^{-1/2}: it is dropped.
-                ei, ew = ei[:, ew > 0], ew[ew > 0]
             return sparse_from_edges(ei, ew, self.n_items, offset=1)
         threshold = self.config_value("knn_threshold")
         ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=threshold)

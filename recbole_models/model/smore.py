@@ -84,7 +84,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from recbole_models.model.multimodal import MultimodalRecommender, bpr, lightgcn_mean, normalize_adjacency
+from recbole_models.model.multimodal import (MultimodalRecommender, bpr, drop_nonpositive, lightgcn_mean,
+                                             normalize_adjacency)
 
 
 def max_pool_graphs(adjs: List[Tensor]) -> Tensor:
@@ -165,8 +166,8 @@ class SMORE(MultimodalRecommender):
 
     def modality_graph(self, m: str) -> Tensor:
         r""":math:`S^m`: the cosine-weighted k-NN graph (or "+GR") of modality ``m``, symmetric-normalised."""
-        return normalize_adjacency(self.item_item_adjacency(self.modality_features[m], self.knn_ks[m],
-                                                            weighted=True), "row")
+        adj = self.item_item_adjacency(self.modality_features[m], self.knn_ks[m], weighted=True)
+        return normalize_adjacency(drop_nonpositive(adj), "row")
 
     # -- representations ------------------------------------------------------------------
     def spectral(self, projected: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -1,0 +1,134 @@
+"""SOIL: interest graph and attractive user-item edges against a dense re-computation of
+the reference's per-user loops; +GR; runs through the runner."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from recbole_models import get_model
+from recbole_models.run import make_config, run_recbole
+from tests.recbole_data import write_tiny_multimodal_dataset
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+
+
+OVERRIDES = {"knn_k": 4, "knn_i": 3, "knn_a": 2}
+
+
+def build(config_file, overrides=None):
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_models.features import create_dataset
+
+    config = make_config("SOIL", "tinymm", [config_file], dict(OVERRIDES, **(overrides or {})))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    return train, get_model("SOIL")(config, train._dataset)
+
+
+def sym_norm(a):
+    d = a.sum(1).pow(-0.5)
+    d[torch.isinf(d)] = 0
+    return d[:, None] * a * d[None, :]
+
+
+def dense_reference(model, train):
+    """The reference's dense loops over users, on items 1.. (row 0 = [PAD])."""
+    feats = {m: F.normalize(x[1:], dim=1) for m, x in model.modality_features.items()}
+    sims = {m: x @ x.t() for m, x in feats.items()}
+    n = next(iter(sims.values())).size(0)
+    inter = train._dataset.inter_matrix(form="coo")
+    history = {}
+    for u, i in zip(inter.row, inter.col):
+        history.setdefault(int(u), []).append(int(i) - 1)
+    interest = {m: torch.zeros(n, n) for m in sims}
+    for u, its in history.items():
+        its = torch.tensor(its)
+        cols = torch.cat([torch.topk(s[its].sum(0), 3).indices for s in sims.values()]).unique()
+        for m, s in sims.items():
+            interest[m][its[:, None], cols] += s[its[:, None], cols]
+    p = torch.ones(n, n)
+    for s in sims.values():
+        p = p * s
+    b = torch.zeros(model.n_users, n)
+    for u, its in history.items():
+        its = torch.tensor(its)
+        k = 2 + its.numel()
+        val, idx = torch.topk(p[its], k, dim=1)
+        v, pos = torch.topk(val.flatten(), k)
+        for value, col in zip(v, idx.flatten()[pos]):
+            b[u, col] += value
+    return interest, b
+
+
+def test_interest_and_attractive_graphs_match_the_reference_loops(tmp_path):
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path))
+    train, model = build(config_file)
+    interest, b = dense_reference(model, train)
+    n = model.n_items
+    for m in model.modalities:
+        g = interest[m].clamp(min=0)       # negative similarities are left out (docstring)
+        expected = torch.zeros(n, n)
+        expected[1:, 1:] = sym_norm(g)
+        x = F.normalize(model.modality_features[m][1:], dim=1)
+        sim = x @ x.t()
+        knn = torch.zeros(n, n)
+        for i, row in enumerate(torch.argsort(-sim, dim=1, stable=True)[:, :4]):
+            knn[i + 1, row + 1] = sim[i, row]
+        expected += sym_norm(knn)
+        torch.testing.assert_close(getattr(model, f"item_adj_{m}").to_dense(), expected, rtol=1e-4, atol=1e-6)
+
+    nu = model.n_users
+    big = torch.zeros(nu + n, nu + n)
+    b = b.clamp(min=0)
+    big[:nu, nu + 1:] = b
+    big[nu + 1:, :nu] = b.t()
+    a = torch.zeros(nu + n, nu + n)
+    inter = train._dataset.inter_matrix(form="coo")
+    for u, i in zip(inter.row, inter.col):
+        a[u, nu + i] = a[nu + i, u] = 1.0
+    expected = sym_norm(a) + sym_norm(big) / 2
+    torch.testing.assert_close(model.joint_adj.to_dense(), expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.r_adj.to_dense(), expected[:nu, nu:], rtol=1e-4, atol=1e-6)
+    # Every user is attracted to more items than it has.
+    assert (b > 0).sum() > len(inter.row)
+
+
+def test_graph_refinement_replaces_only_the_similarity_graph(tmp_path):
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path))
+    _, plain = build(config_file)
+    _, gr = build(config_file, {"graph_refinement": True, "knn_threshold": 0.1, "cooc_k": 3})
+    from recbole_models.model.multimodal import normalize_adjacency
+
+    x = gr.modality_features["image"]
+    delta_plain = plain.item_adj_image.to_dense() - normalize_adjacency(
+        plain.item_item_adjacency(x, 4, weighted=True), "row").to_dense()
+    delta_gr = gr.item_adj_image.to_dense() - normalize_adjacency(
+        gr.item_item_adjacency(x, 4), "row").to_dense()
+    torch.testing.assert_close(delta_plain, delta_gr)   # the same interest graph in both
+    assert not torch.allclose(plain.item_adj_image.to_dense(), gr.item_adj_image.to_dense())
+
+
+def test_training_step_changes_parameters(tmp_path):
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path))
+    train, model = build(config_file)
+    batch = next(iter(train))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model.calculate_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    torch.optim.Adam(model.parameters(), lr=1e-2).step()
+    assert sum(not torch.equal(a, p) for a, p in zip(before, model.parameters())) >= 5
+
+
+@pytest.mark.parametrize("modalities", [("image", "text"), ("text",)], ids=["image+text", "text"])
+def test_runs_through_the_runner(tmp_path, modalities):
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path), modalities=modalities)
+    result = run_recbole("SOIL", "tinymm", [config_file], dict(OVERRIDES, epochs=1), saved=True)
+    assert 0.0 <= result["test_result"]["recall@20"] <= 1.0
