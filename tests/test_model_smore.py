@@ -163,7 +163,7 @@ def test_gradients_are_bitwise_reproducible(tmp_path):
     # Batches big enough for CPU kernels to split work across threads (advanced indexing's
     # backward then sums repeated ids in a varying order; index_select's does not).
     config_file = write_tiny_multimodal_dataset(str(tmp_path), n_users=600, n_items=200, per_user=10)[0]
-    _, train, model = build(config_file, {"train_batch_size": 4096})
+    _, train, model = build(config_file, {"train_batch_size": 2048, "n_ui_layers": 1})
     batch = next(iter(train))
     grads = []
     for _ in range(3):
