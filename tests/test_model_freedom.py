@@ -11,7 +11,7 @@ from scipy import stats
 from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, threshold_knn_graph
 from recbole_models import get_model
 from recbole_models.compare import load_variants, resolve
-from recbole_models.model.freedom import modality_weights
+from recbole_models.model.freedom import FREEDOM, modality_weights
 from recbole_models.run import make_config, run_recbole
 from tests.recbole_data import write_tiny_multimodal_dataset
 
@@ -128,6 +128,32 @@ def test_pruned_graph_is_renormalised_and_seeded_per_epoch(two_modalities):
     model.train()
     expected = model.pruned_adjacency(model.sample_edges(1)).to_dense()
     torch.testing.assert_close(model.sparse("masked_adj").to_dense(), expected)
+
+
+def test_recbole_trainer_prunes_once_per_epoch(two_modalities, monkeypatch):
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_models.features import create_dataset
+    from recbole_models.trainer import get_trainer
+
+    config = make_config("FREEDOM", "tinymm", [two_modalities], {"epochs": 3, "eval_step": 1})
+    init_seed(config["seed"], config["reproducibility"])
+    train, valid, test = data_preparation(config, create_dataset(config))
+    model = get_model("FREEDOM")(config, train._dataset)
+    seen, graphs = [], []
+    prune = FREEDOM.pre_epoch_processing
+
+    def spy(self, epoch):
+        prune(self, epoch)
+        seen.append(epoch)
+        graphs.append(self.masked_adj_indices.clone())
+
+    monkeypatch.setattr(FREEDOM, "pre_epoch_processing", spy)
+    get_trainer(config["MODEL_TYPE"], config["model"])(config, model).fit(train, valid, saved=False)
+    assert seen == [0, 1, 2]  # once per epoch, validations in between do not count
+    assert all(torch.equal(g, model.pruned_adjacency(model.sample_edges(e)).indices()) for e, g in enumerate(graphs))
+    assert not torch.equal(graphs[0], graphs[1])
 
 
 def refined(x, k, threshold, cooc_k, inter_index, n_users):
