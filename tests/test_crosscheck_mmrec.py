@@ -142,8 +142,9 @@ def test_freedom(reference, config_file):
     classes, cache = reference
     ours = build(config_file, "FREEDOM", {"knn_k": 5, "dropout": 0.0, "reg_weight": 1e-3})
     ref = classes["FREEDOM"](reference_config(
-        cache, 2048, embedding_size=64, feat_embed_dim=64, knn_k=5, lambda_coeff=0.9, cf_model="lightgcn", n_mm_layers=1, n_ui_layers=2, reg_weight=1e-3,
-        mm_image_weight=0.1, dropout=0.0, degree_ratio=1.0), ReferenceData(ours))
+        cache, 2048, embedding_size=64, feat_embed_dim=64, knn_k=5, lambda_coeff=0.9, cf_model="lightgcn",
+        n_mm_layers=1, n_ui_layers=2, reg_weight=1e-3, mm_image_weight=0.1, dropout=0.0, degree_ratio=1.0),
+        ReferenceData(ours))
     copy_ids(ours, ref)
     for m in ("image", "text"):
         getattr(ref, f"{m}_trs").load_state_dict(ours.projections[m].state_dict())
