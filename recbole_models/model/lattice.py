@@ -98,7 +98,9 @@ def sym_normalize(index: Tensor, value: Tensor, n: int) -> Tensor:
     r"""Values of :math:`D^{-1/2} A D^{-1/2}` for the entries ``(index[0], index[1])`` of
     :math:`A` (duplicates add up), :math:`D` its row sums; differentiable in ``value``."""
     deg = scatter(value, index[0], 0, dim_size=n, reduce="sum")
-    inv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+    # pow on the empty rows' 0 would put 0 * inf = NaN into the (unused) gradient of deg.
+    empty = deg == 0
+    inv = deg.masked_fill(empty, 1.0).pow(-0.5).masked_fill(empty, 0.0)
     return inv.index_select(0, index[0]) * value * inv.index_select(0, index[1])
 
 
