@@ -9,10 +9,16 @@ and the runners ``python -m recbole_models.run`` / ``python -m recbole_models.co
 """
 import importlib
 import os
+import warnings
 
-from recbole_models import compat
+from recbole_models import compat, safe_data
 
 compat.apply()
+# RecBole 1.2.1 calls pandas (chained inplace fillna) and torch (cuda.amp.GradScaler) APIs
+# that now warn FutureWarning on every run, which buries a run's output. Only warnings
+# raised from RecBole's own modules are silenced (spawned workers import this too).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+safe_data.apply()  # never unpickle RecBole's saved/*.pth caches
 
 from recbole_models.model import MODELS  # noqa: E402
 from recbole_models.model.mllmrec import MLLMRec  # noqa: E402

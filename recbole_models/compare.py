@@ -3,52 +3,72 @@
 ::
 
     python -m recbole_models.compare --models MLLMRec BPR LightGCN "MLLMRec w/o RS" \\
-        --dataset ml-100k --config_files data/ml-100k.yaml --out results/ml-100k.md
+        --dataset ml-100k --config_files data/ml-100k.yaml --out results/ml-100k.md \\
+        [--seeds 5 --baseline BPR] [--jobs 2] [--resume | --overwrite]
 
 A name is one of ours, any RecBole model, or a *variant*: a named model plus
 config overrides from ``recbole_models/yaml/variants.yaml`` (the paper's
 ablations) or a ``--variants`` YAML file. Each run is a full
 :func:`recbole_models.run.run_recbole` (same data files, split, evaluator and
-seed); the table has test Recall/NDCG@10,20, the best epoch (the validation
-early-stopping choice) and training time, and is written to ``--out`` and stdout.
-``--key=value`` overrides apply to every run.
+seed). ``--key=value`` overrides apply to every run and win over a variant's.
 
-``--jobs K`` trains each name in its own fresh process, ``K`` at a time, each with
+Results: every finished run (name, seed) is appended at once to ``<out>.jsonl``
+(one JSON object a line, with its error if it failed), so nothing finished is lost;
+at the end the table goes to ``<out>`` (Markdown) and stdout and the list to
+``<out>.json``. A failed run is a table row with its error in one line; the other
+runs go on. Existing results are never overwritten silently: ``--overwrite``
+replaces them, ``--resume`` keeps every successful run already in the JSONL (made
+with the same settings) and trains only the rest. The columns are the test
+metrics the config computes (``metrics`` × ``topk``), and the header names the
+``valid_metric`` that chose the epoch.
+
+``--seeds N`` (seeds ``0..N-1``) or ``--seed_list S ...`` runs every name once per
+seed; the table then shows mean ± sample std per metric, and with ``--baseline
+NAME`` each other row's mean difference to that name and a two-sided paired
+t-test over the common seeds (``scipy.stats.ttest_rel``); cells with
+``p < --alpha`` (0.05) are marked ``*``.
+
+``--jobs K`` trains each run in its own fresh process, ``K`` at a time, each with
 one torch thread. The scores then do not depend on ``K``; they may differ in the
 last digits from an in-process run (``--jobs 0``), whose thread count changes the
-summation order. How much sooner it finishes depends on how much each model gains
-from a second thread (figures in ``docs/recbole.md``); training times are measured
-while the other runs share the machine.
+summation order. Multi-process (distributed) training of one model is
+``python -m recbole_models.run --nproc``; compare refuses ``--nproc``,
+``--world_size``, ``--ip``, ``--port`` and ``--group_offset``.
 """
 import argparse
+import hashlib
 import json
+import math
 import multiprocessing
 import os
 import sys
 import tempfile
-from typing import Callable, Dict, List, Optional, Tuple
-
-import yaml
+import time
+import warnings
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from recbole_models import get_model
-from recbole_models.run import add_common_arguments, run_recbole
+from recbole_models.config import (ConfigError, check_keys, check_no_pickles, computed_metrics,
+                                   load_yaml, split_config_files)
+from recbole_models.run import (ArgumentParser, add_common_arguments, cli, make_config, one_line, parse_args,
+                                quiet_recbole_warnings, run_recbole)
 
 _DEFAULT_VARIANTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml", "variants.yaml")
-METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
-HEADERS = ["R@10", "R@20", "N@10", "N@20"]
+# Short column names; other metrics keep RecBole's name.
+_SHORT = {"recall": "R", "ndcg": "N", "hit": "Hit", "precision": "P", "mrr": "MRR", "map": "MAP"}
 
 
 def load_variants(paths: Optional[List[str]] = None) -> Dict[str, dict]:
-    """``{name: {"model": ..., **overrides}}`` from the default file and ``paths`` (later wins)."""
+    """``{name: {"model": ..., **overrides}}`` from the default file and ``paths`` (later
+    wins), read with the typed loader; an unknown config key is an error naming the file."""
     variants: Dict[str, dict] = {}
     for path in [_DEFAULT_VARIANTS] + list(paths or []):
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of run names to settings")
+        data = load_yaml(path)
         for name, spec in data.items():
             if not isinstance(spec, dict) or "model" not in spec:
-                raise ValueError(f"{path}: variant {name!r} needs a `model` key")
+                raise ConfigError(f"{path}: variant {name!r} needs a `model` key")
+            check_keys(spec, f"{path}: variant {name!r}")
+            check_no_pickles(spec, f"{path}: variant {name!r}")
             variants[str(name)] = dict(spec)
     return variants
 
@@ -61,74 +81,191 @@ def resolve(name: str, variants: Dict[str, dict]):
     return name, {}
 
 
-def markdown_table(results: List[Dict]) -> str:
-    lines = ["| Model | " + " | ".join(HEADERS) + " | Best epoch | Train time (s) |",
-             "|---|" + "---:|" * (len(HEADERS) + 2)]
+def header(metric: str) -> str:
+    """Column name of a metric: ``recall@20`` → ``R@20``."""
+    base, _, k = metric.partition("@")
+    short = _SHORT.get(base.lower(), base.upper() if len(base) <= 4 else base)
+    return f"{short}@{k}" if k else short
+
+
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def paired_test(results: List[Dict], name: str, baseline: str, metric: str):
+    """``(mean difference, two-sided p, n)`` of ``name`` − ``baseline`` on ``metric``
+    over their common seeds (paired t-test, ``scipy.stats.ttest_rel``)."""
+    from scipy.stats import ttest_rel
+
+    def by_seed(n):
+        return {r["seed"]: r["test_result"][metric] for r in results
+                if r["name"] == n and not r.get("error") and metric in r["test_result"]}
+
+    a, b = by_seed(name), by_seed(baseline)
+    seeds = sorted(set(a) & set(b), key=str)
+    if not seeds:
+        return float("nan"), float("nan"), 0
+    x, y = [a[s] for s in seeds], [b[s] for s in seeds]
+    diff = sum(xi - yi for xi, yi in zip(x, y)) / len(seeds)
+    if len(seeds) < 2:
+        return diff, float("nan"), len(seeds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all differences equal: p is nan
+        p = float(ttest_rel(x, y, alternative="two-sided").pvalue)
+    return diff, p, len(seeds)
+
+
+def markdown_table(results: List[Dict], metrics: Optional[List[str]] = None,
+                   baseline: Optional[str] = None, alpha: float = 0.05) -> str:
+    """One row per name (in order of first appearance). One seed per name: the scores;
+    several: mean ± std, and the difference to ``baseline`` with ``*`` where the paired
+    t-test gives ``p < alpha``. ``metrics`` default to those in the results."""
+    if metrics is None:
+        metrics = []
+        for r in results:
+            metrics += [m for m in r.get("test_result", {}) if m not in metrics]
+    names: List[str] = []
     for r in results:
-        cells = [f"{r['test_result'].get(m, float('nan')):.4f}" for m in METRICS]
-        lines.append(f"| {r['name']} | " + " | ".join(cells)
-                     + f" | {r['best_epoch']} | {r['train_time']:.1f} |")
+        if r["name"] not in names:
+            names.append(r["name"])
+    multi = any(sum(r["name"] == n for r in results) > 1 for n in names)
+    failed = any(r.get("error") for r in results)
+    cols = ["Model"] + (["Seeds"] if multi else []) + [header(m) for m in metrics] \
+        + ["Best epoch", "Train time (s)"] + (["Error"] if failed else [])
+    lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1 - failed)
+             + ("---|" if failed else "")]
+    for n in names:
+        rows = [r for r in results if r["name"] == n]
+        ok = [r for r in rows if not r.get("error")]
+        errors = "; ".join(sorted({r["error"] for r in rows if r.get("error")}))
+        cells = [n] + ([f"{len(ok)}/{len(rows)}"] if multi else [])
+        for m in metrics:
+            vals = [r["test_result"][m] for r in ok if m in r["test_result"]]
+            if not vals:
+                cells.append("–")
+                continue
+            if not multi:
+                cells.append(f"{vals[0]:.4f}")
+                continue
+            mean, std = _mean_std(vals)
+            cell = f"{mean:.4f} ± {std:.4f}"
+            if baseline and n != baseline:
+                diff, p, _ = paired_test(results, n, baseline, m)
+                if not math.isnan(diff):
+                    cell += f" ({diff:+.4f}{'*' if p < alpha else ''})"
+            cells.append(cell)
+        epochs = [r["best_epoch"] for r in ok]
+        times = [r["train_time"] for r in ok]
+        cells.append((f"{epochs[0]}" if not multi else f"{sum(epochs) / len(epochs):.1f}") if ok else "–")
+        cells.append(f"{sum(times) / len(times):.1f}" if ok else "–")
+        if failed:
+            cells.append(errors.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _one_run(name, model, seed, dataset, config_file_list, config_dict, saved) -> Dict:
+    start = time.perf_counter()
+    try:
+        result = run_recbole(model, dataset, config_file_list, config_dict, saved=saved)
+    except Exception as err:  # noqa: BLE001 - a failed run is a row of the table
+        result = {"model": model, "test_result": {}, "best_valid_result": {}, "best_epoch": -1,
+                  "train_time": time.perf_counter() - start, "error": one_line(err)}
+    result.update(name=name, seed=seed)
+    return result
+
+
 def _run_in_worker(task) -> Tuple[int, Dict]:
-    i, name, model, dataset, config_file_list, config_dict, saved = task
+    i, args = task
     import torch
 
     torch.set_num_threads(1)
-    try:
-        result = run_recbole(model, dataset, config_file_list, config_dict, saved=saved)
-    except Exception as err:
-        # The pool re-raises this in the caller, which would not know which run it was.
-        raise RuntimeError(f"run {name!r} ({model}) failed: {type(err).__name__}: {err}") from err
-    result["name"] = name
-    return i, result
+    with quiet_recbole_warnings():
+        return i, _one_run(*args)
+
+
+def fingerprint(model: str, dataset: str, config_file_list, config_dict: dict) -> str:
+    """Hash of everything a run's result depends on (file contents, overrides) but
+    not its seed: ``--resume`` reuses a stored result only under the same fingerprint."""
+    files = []
+    for path in split_config_files(config_file_list):
+        with open(path, "rb") as f:
+            files.append(hashlib.sha256(f.read()).hexdigest())
+    blob = json.dumps({"model": model, "dataset": dataset, "files": files, "config": config_dict},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def compare(names: List[str], dataset: str, config_file_list=None, config_dict=None,
             variants: Optional[Dict[str, dict]] = None, saved: bool = True, jobs: int = 0,
-            on_result: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
-    """Trains and tests every name; returns their results in the order of ``names``
-    (each RecBole result dict with ``name``, ``best_epoch`` and ``train_time``).
+            on_result: Optional[Callable[[Dict], None]] = None, seeds: Optional[Iterable[int]] = None,
+            previous: Optional[Iterable[Dict]] = None) -> List[Dict]:
+    """Trains and tests every (name, seed); returns their results in the order of
+    ``names`` then ``seeds``: each RecBole result dict with ``name``, ``seed``,
+    ``best_epoch``, ``train_time`` and ``fingerprint``, or for a failed run
+    ``error`` (one line) with empty ``test_result``.
 
     Args:
         names: model or variant names (see :func:`resolve`).
         dataset, config_file_list, config_dict: as for :func:`recbole_models.run.run_recbole`;
-            ``config_dict`` applies to every run, a variant's overrides on top of it.
+            ``config_dict`` applies to every run and wins over a variant's overrides.
         variants: ``{name: {"model": ..., **overrides}}``; default :func:`load_variants`.
         saved: keep the best checkpoint (and test it) as RecBole does.
-        jobs: ``0`` runs the names one after another in this process with torch's
-            thread settings; ``K >= 1`` runs each in a fresh spawned process, ``K`` at a
-            time, with one torch thread each (the scores do not depend on ``K``).
+        jobs: ``0`` runs one after another in this process with torch's thread
+            settings; ``K >= 1`` runs each in a fresh spawned process, ``K`` at a time,
+            with one torch thread each (the scores do not depend on ``K``).
         on_result: called with each result as soon as its run finishes.
+        seeds: run each name once per seed (config key ``seed``); ``None``: once, with
+            the config's seed (``seed`` is then ``None`` in the result).
+        previous: results of earlier runs; a successful one with the same name, seed
+            and :func:`fingerprint` is reused instead of training again.
     """
-    if not isinstance(jobs, int) or jobs < 0:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
         raise ValueError(f"jobs must be an integer >= 0, got {jobs!r}")
     variants = load_variants() if variants is None else variants
-    runs = [(name, *resolve(name, variants)) for name in names]
-    for _, model, _ in runs:
+    seed_list = [None] if seeds is None else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("seeds must not be empty")
+    if seeds is not None and "seed" in (config_dict or {}):
+        raise ConfigError("give the seeds either with `seeds` or as config key `seed`, not both")
+    runs = []
+    for name in names:
+        model, overrides = resolve(name, variants)
         get_model(model)  # a misspelt last name fails now, not after the other runs
-    results: Dict[int, Dict] = {}
+        settings = dict(overrides, **(config_dict or {}))
+        runs.append((name, model, settings, fingerprint(model, dataset, config_file_list, settings)))
+    done = {(r["name"], r.get("seed"), r.get("fingerprint")): r for r in previous or [] if not r.get("error")}
+    order, tasks, results = [], [], {}
+    for name, model, settings, fp in runs:
+        for seed in seed_list:
+            key = (name, seed, fp)
+            order.append(key)
+            if key in done:
+                results[key] = done[key]
+            elif key not in dict.fromkeys(k for k, _ in tasks):
+                run_dict = dict(settings) if seed is None else dict(settings, seed=seed)
+                tasks.append((key, (name, model, seed, dataset, config_file_list, run_dict, saved)))
+
+    def finish(key, result):
+        result["fingerprint"] = key[2]
+        results[key] = result
+        if on_result:
+            on_result(result)
+
     if jobs == 0:
-        for i, (name, model, overrides) in enumerate(runs):
-            result = run_recbole(model, dataset, config_file_list,
-                                 dict(config_dict or {}, **overrides), saved=saved)
-            result["name"] = name
-            results[i] = result
-            if on_result:
-                on_result(result)
-        return [results[i] for i in range(len(runs))]
-    # spawn: a fresh interpreter per run (fork would copy this process's torch
-    # threads and RecBole's global logger); one run per process, then it exits.
-    # Leaving the `with` terminates the pool: a failed run stops the others at once.
-    tasks = [(i, name, model, dataset, config_file_list, dict(config_dict or {}, **overrides), saved)
-             for i, (name, model, overrides) in enumerate(runs)]
-    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-        for i, result in pool.imap_unordered(_run_in_worker, tasks):
-            results[i] = result
-            if on_result:
-                on_result(result)
-    return [results[i] for i in range(len(runs))]
+        for key, args in tasks:
+            finish(key, _one_run(*args))
+    elif tasks:
+        # spawn: a fresh interpreter per run (fork would copy this process's torch
+        # threads and RecBole's global logger); one run per process, then it exits.
+        keys = [key for key, _ in tasks]
+        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+            for i, result in pool.imap_unordered(_run_in_worker, list(enumerate(a for _, a in tasks))):
+                finish(keys[i], result)
+    return [results[key] for key in order]
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -140,33 +277,123 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_results(path: str) -> List[Dict]:
+    """The results in JSONL file ``path``; a torn last line (a kill mid-write) is dropped."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: the write was cut
+                break
+            raise ConfigError(f"{path}: line {number} is not a JSON result") from None
+    return out
+
+
+class ResultLog:
+    """Appends each result as one JSON line, flushed and synced, as it finishes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if os.path.exists(path) and os.path.getsize(path):
+            with open(path, "rb+") as f:  # cut a torn last line so the next one starts clean
+                data = f.read()
+                if not data.endswith(b"\n"):
+                    f.truncate(data.rfind(b"\n") + 1)
+
+    def __call__(self, result: Dict) -> None:
+        record = {k: v for k, v in result.items() if k != "saved_model_file"}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recbole_models.compare",
+    parser = ArgumentParser(prog="python -m recbole_models.compare",
                                      description=__doc__.split("\n")[0],
-                                     epilog="Other --key=value arguments override config keys in every run.")
+                                     epilog="Other --key=value arguments override config keys in every run; "
+                                            "the value is read as YAML (1e-3, ~, [10, 20]).")
     parser.add_argument("--models", "-m", nargs="+", default=["MLLMRec", "BPR", "LightGCN"],
                         help="model or variant names")
     parser.add_argument("--variants", nargs="*", default=None, help="extra variant YAML files")
-    parser.add_argument("--out", default=None, help="Markdown file for the table (default results/<dataset>.md)")
+    parser.add_argument("--out", default=None, help="Markdown file for the table (default results/<dataset>.md); "
+                                                    "results also go to <out>.jsonl as they finish, and <out>.json")
     parser.add_argument("--jobs", "-j", type=int, default=0,
                         help="runs at once, each in its own process with one torch thread "
                              "(default 0: one after another in this process)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=None, help="run each name with seeds 0..N-1")
+    seeds.add_argument("--seed_list", type=int, nargs="+", default=None, help="run each name with these seeds")
+    parser.add_argument("--baseline", default=None, help="name to test the others against (paired t-test)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the * mark")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing results of --out")
+    existing.add_argument("--resume", action="store_true",
+                          help="keep the finished runs in <out>.jsonl and train only the others")
     add_common_arguments(parser)
-    args, _ = parser.parse_known_args(argv)
+    for flag in ("--nproc", "--world_size", "--ip", "--port", "--group_offset"):
+        parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    args, overrides = parse_args(parser, argv)
+    for flag in ("nproc", "world_size", "ip", "port", "group_offset"):
+        if getattr(args, flag) is not None:
+            parser.error(f"argument --{flag}: compare trains each run in one process; "
+                         f"use python -m recbole_models.run --{flag} for a distributed run")
     if args.jobs < 0:
         parser.error(f"argument --jobs: must be >= 0, got {args.jobs}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"argument --seeds: must be >= 1, got {args.seeds}")
+    seed_list = list(range(args.seeds)) if args.seeds is not None else args.seed_list
+    if args.baseline is not None and args.baseline not in args.models:
+        parser.error(f"argument --baseline: {args.baseline!r} is not among --models")
     variants = load_variants(args.variants)
-    results = compare(args.models, args.dataset, args.config_files, variants=variants, jobs=args.jobs)
-    table = markdown_table(results)
     out = args.out or os.path.join("results", f"{args.dataset}.md")
-    write_atomic(out, f"# {args.dataset}: test results (model chosen on valid Recall@20)\n\n{table}\n")
-    write_atomic(os.path.splitext(out)[0] + ".json",
-                 json.dumps([{k: v for k, v in r.items() if k != "saved_model_file"} for r in results],
-                            indent=2, default=float))
+    stem = os.path.splitext(out)[0]
+    paths = [out, stem + ".json", stem + ".jsonl"]
+    if not (args.overwrite or args.resume):
+        there = [p for p in paths if os.path.exists(p)]
+        if there:
+            raise ConfigError(f"{there[0]} exists: pass --overwrite to replace the results, "
+                              f"--resume to continue them, or --out for another file")
+    if args.overwrite and os.path.exists(paths[2]):
+        os.unlink(paths[2])
+    # Columns and header from the config of the first run (metrics, topk, valid_metric).
+    model, first = resolve(args.models[0], variants)
+    config = make_config(model, args.dataset, args.config_files, dict(first, **overrides))
+    metrics, valid = computed_metrics(config), config["valid_metric"]
+    previous = read_results(paths[2]) if args.resume else []
+    log = ResultLog(paths[2])
+
+    def report(result):
+        log(result)
+        status = result["error"] if result.get("error") else ", ".join(
+            f"{header(k)} {v:.4f}" for k, v in result["test_result"].items() if k in metrics)
+        seed = "" if result.get("seed") is None else f" (seed {result['seed']})"
+        print(f"-- {result['name']}{seed}: {status}", flush=True)
+
+    results = compare(args.models, args.dataset, args.config_files, overrides, variants=variants,
+                      jobs=args.jobs, on_result=report, seeds=seed_list, previous=previous)
+    table = markdown_table(results, metrics, baseline=args.baseline, alpha=args.alpha)
+    title = f"# {args.dataset}: test results (epoch chosen on valid {valid})"
+    if seed_list is not None:
+        title += f", mean ± std over seeds {seed_list}"
+        if args.baseline:
+            title += (f"; (difference to {args.baseline}, * two-sided paired t-test over seeds "
+                      f"p < {args.alpha})")
+    write_atomic(out, f"{title}\n\n{table}\n")
+    write_atomic(paths[1], json.dumps([{k: v for k, v in r.items() if k != "saved_model_file"}
+                                       for r in results], indent=2, default=float))
     print(table)
     print(f"\nwritten: {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

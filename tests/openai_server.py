@@ -11,7 +11,8 @@ request, so tests can check what was sent:
 - a prompt containing ``REFUSE`` gets an empty answer with ``finish_reason`` ``content_filter``;
 - a prompt containing ``FLAKY`` gets HTTP 500 on its first attempt, then an answer;
 - a prompt containing ``BROKEN`` always gets HTTP 500;
-- a prompt containing ``SLOW`` is answered after 5 s.
+- a prompt containing ``SLOW`` is answered after 5 s;
+- with ``--chat-only``, ``/v1/completions`` answers 404, as on chat-only servers.
 
 ``GET /stats`` returns ``{"served": n, "in_flight": i, "max_in_flight": m, "errors": e}``.
 """
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 STATE = {"served": 0, "in_flight": 0, "max_in_flight": 0, "errors": 0, "seen_flaky": set()}
 LOCK = threading.Lock()
 DELAY = 0.0
+CHAT_ONLY = False
 
 
 def _digest(data) -> str:
@@ -63,7 +65,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         request = json.loads(self.rfile.read(length) or b"{}")
         chat = self.path.endswith("/chat/completions")
-        if not chat and not self.path.endswith("/completions"):
+        if not chat and (CHAT_ONLY or not self.path.endswith("/completions")):
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
         with LOCK:
             STATE["in_flight"] += 1
@@ -125,12 +127,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global DELAY
+    global DELAY, CHAT_ONLY
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--chat-only", action="store_true", help="no /v1/completions route (404)")
     args = parser.parse_args()
-    DELAY = args.delay
+    DELAY, CHAT_ONLY = args.delay, args.chat_only
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

@@ -10,7 +10,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import Compose
 
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from mllmrec_pyg.text.item_text import read_atomic
 from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models import MLLMRec, get_model
@@ -80,7 +80,7 @@ def test_features_follow_recbole_remapping(tiny):
                        [int(dataset.token2id(dataset.iid_field, i)) - 1 for i in train_rows.item_id]])
     g = Compose([ThresholdKNN(k=3, threshold=0.0), JaccardCooccurrence(k=3), Union()])(
         Data(x=x, inter_index=ui, num_users=dataset.user_num))
-    h = LightGCN(num_layers=1)(x, g.edge_index, g.edge_weight)
+    h = LightGCNPropagation(num_layers=1)(x, g.edge_index, g.edge_weight)
     torch.testing.assert_close(model.item_h[1:], h)
     assert torch.equal(model.item_h[0], torch.zeros_like(model.item_h[0]))  # [PAD]
 
@@ -231,12 +231,12 @@ def test_compare_checks_names_and_jobs_before_training(tiny, capsys):
     with pytest.raises(ValueError, match="jobs"):
         compare(["BPR"], "tiny", [config_file], jobs=-1)
     assert not os.path.isdir(os.path.join(os.path.dirname(config_file), "saved"))  # nothing ran
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="argument --jobs: must be >= 0, got -1"):
         compare_main(["--jobs", "-1", "--dataset", "tiny", "--config_files", config_file])
-    assert "argument --jobs: must be >= 0, got -1" in capsys.readouterr().err
-    # A run that fails inside its worker process is named in the error.
-    with pytest.raises(RuntimeError, match=r"run 'MLLMRec' \(MLLMRec\) failed: ValueError: .*knn_k"):
-        compare(["MLLMRec"], "tiny", [config_file], jobs=1, config_dict={"knn_k": 0})
+    # A run that fails inside its worker process is a result naming its error.
+    (failed,) = compare(["MLLMRec"], "tiny", [config_file], jobs=1, config_dict={"knn_k": 0})
+    assert failed["name"] == "MLLMRec" and failed["test_result"] == {}
+    assert failed["error"].startswith("ValueError: ") and "knn_k" in failed["error"]
 
 
 def test_demo_refuses_bad_jobs_before_any_work(tmp_path, capsys):

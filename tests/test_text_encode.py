@@ -166,7 +166,7 @@ def test_encode_dataset_errors_name_the_file(tmp_path, minilm):
         encode_dataset(d, item_texts=items, user_texts=None, model=minilm.mllmrec_model_id, show_progress=False)
     os.remove(os.path.join(d, "mini.train.inter"))
     os.rename(os.path.join(d, "mini.valid.inter"), os.path.join(d, "mini.inter"))
-    with pytest.raises(ValueError, match=r"needs the training split .*mini\.train\.inter"):
+    with pytest.raises(ValueError, match=r"built from the training split .*mini\.train\.inter"):
         encode_dataset(d, user_texts="history", model=minilm.mllmrec_model_id, show_progress=False)
 
 
@@ -183,7 +183,7 @@ def test_encode_cli_with_preference_texts(tmp_path, minilm, capsys):
     assert list(tokens) == ["u1", "u2", "u3"]
     np.testing.assert_allclose(users, encode_texts(["action films", "old dramas", "horror"], minilm,
                                                    show_progress=False), atol=1e-5)
-    assert cli_main(["encode", d, "--batch-size", "0"]) != 0
+    assert cli_main(["encode", d, "--user-texts", "none", "--batch-size", "0"]) != 0
     assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 

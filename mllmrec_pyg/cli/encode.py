@@ -11,13 +11,18 @@ def register(subparsers) -> None:
     p.add_argument("--name", default=None, help="dataset name (default: the directory's name)")
     p.add_argument("--item-texts", default=None,
                    help="JSONL of item descriptions {item_id, text} (default: fuse the .item columns)")
-    p.add_argument("--user-texts", default="history",
-                   help="JSONL of user texts {user_id, text}, 'history' (no-LLM baseline: the user's "
-                        "TRAINING items' descriptions) or 'none'")
+    # Required: the user text decides which model is trained (README "Results": the LLM
+    # preference row and the no-LLM "history text" row), so it is never chosen silently.
+    p.add_argument("--user-texts", required=True, metavar="FILE.jsonl|history|none",
+                   help="user texts: a JSONL {user_id, text} (e.g. the LLM preference texts), 'history' "
+                        "(the no-LLM baseline: descriptions of the user's TRAINING items; needs "
+                        "<name>.train.inter) or 'none' (item features only)")
     p.add_argument("--model", default=None,
                    help="sentence-transformers model path or name (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--item-suffix", default="itememb")
-    p.add_argument("--user-suffix", default="useremb")
+    p.add_argument("--item-suffix", default="itememb", help="suffix of the item feature file (default itememb)")
+    p.add_argument("--user-suffix", default="useremb",
+                   help="suffix of the user feature file (default useremb; data/ml-100k.variants.yaml reads "
+                        "the 'history' features from useremb_history)")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=run)
 

@@ -27,7 +27,7 @@ Example config (every key but ``dataset_dir`` optional; see docs/reasoning.md)::
 import json
 import os
 
-from mllmrec_pyg.reasoning.cli_args import backend_from_config, dataset_name
+from mllmrec_pyg.reasoning.cli_args import backend_from_config, dataset_name, default_preference_template
 
 BACKEND_KEYS = {"backend", "model", "base_url", "api_key", "concurrency", "retries", "timeout", "batch_size",
                 "device", "dtype", "threads", "max_new_tokens", "temperature", "top_p", "seed",
@@ -42,6 +42,28 @@ STAGE_KEYS = {
     "encode": {"enabled", "model", "item_texts", "user_texts", "item_suffix", "user_suffix", "batch_size"},
 }
 TOP_KEYS = {"dataset_dir", "name"} | set(STAGE_KEYS)
+# Keys that are switches; every other key but the numbers of NUMBERS (cli_args) is a string.
+FLAG_KEYS = {"enabled", "allow_urls", "strict", "leaky"}
+
+
+def _check_value(path: str, where: str, key: str, value):
+    """A config value of the right type (numbers through cli_args.NUMBERS); a wrong one is
+    an error naming the file and the key, e.g. ``pipe.yaml: preferences.history_tokens``."""
+    from mllmrec_pyg.errors import InputError
+    from mllmrec_pyg.reasoning.cli_args import NUMBERS, check_number
+
+    what = f"{path}: {where}{key}"
+    if value is None:
+        return None
+    if key in NUMBERS:
+        return check_number(key, value, what)
+    if key in FLAG_KEYS:
+        if not isinstance(value, bool):
+            raise InputError(None, f"{what}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise InputError(None, f"{what}: expected a string, got {value!r}")
+    return value
 
 
 def load_config(path: str) -> dict:
@@ -50,8 +72,11 @@ def load_config(path: str) -> dict:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pipeline config {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
+    from mllmrec_pyg.errors import reading
+
+    with reading(path):
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: a pipeline config is a mapping")
     unknown = set(cfg) - TOP_KEYS
@@ -59,6 +84,8 @@ def load_config(path: str) -> dict:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(TOP_KEYS)})")
     if "dataset_dir" not in cfg:
         raise ValueError(f"{path}: needs 'dataset_dir'")
+    for key in ("dataset_dir", "name"):
+        _check_value(path, "", key, cfg.get(key))
     base = os.path.dirname(os.path.abspath(path))
     if not os.path.isabs(cfg["dataset_dir"]):
         cfg["dataset_dir"] = os.path.normpath(os.path.join(base, cfg["dataset_dir"]))  # relative to the config file
@@ -71,6 +98,14 @@ def load_config(path: str) -> dict:
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"{path}: unknown keys in '{stage}': {sorted(unknown)} (known: {sorted(known)})")
+        cfg[stage] = {k: _check_value(path, f"{stage}.", k, v) for k, v in section.items()}
+    from mllmrec_pyg.reasoning.cli_args import check_item_template_file
+
+    name = cfg.get("name") or os.path.basename(os.path.normpath(cfg["dataset_dir"]))
+    for stage in ("describe_images", "preferences"):
+        if isinstance(cfg.get(stage), dict) and cfg[stage].get("item_template") is not None:
+            check_item_template_file(os.path.join(cfg["dataset_dir"], f"{name}.item"), cfg[stage]["item_template"],
+                                     f"{path}: {stage}.item_template")
     return cfg
 
 
@@ -135,7 +170,8 @@ def run_pipeline(cfg: dict, stages=("describe_images", "preferences", "encode"),
         users_file = _path(d, pref.get("output"), f"{name}.preferences{suffix}.jsonl")
         if "preferences" in stages:
             spec = backend_from_config({"backend": "transformers", "model": "gemma3-270m", **pref})
-            template = get_template(pref.get("template", "preference-fewshot"))
+            template = get_template(pref.get("template")
+                                    or default_preference_template(pref.get("backend", "transformers")))
             counter = spec.token_counter() or WordCounter()
             descriptions = item_descriptions(d, name, pref.get("item_template"),
                                              item_texts_file=items_file if pref.get("item_template") is None else None)

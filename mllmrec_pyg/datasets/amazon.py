@@ -21,8 +21,6 @@ split (:mod:`~mllmrec_pyg.datasets.split`) → atomic files
 """
 import ast
 import csv
-import gzip
-import io
 import json
 import logging
 import math
@@ -33,11 +31,12 @@ import numpy as np
 import pandas as pd
 
 from mllmrec_pyg.datasets.split import mmrec_split, ratio_split
+from mllmrec_pyg.text.decode import iter_lines
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "open_text", "read_reviews", "read_meta", "dedup_interactions", "k_core",
+    "read_reviews", "read_meta", "dedup_interactions", "k_core",
     "reindex", "item_table", "prepare_amazon", "REVIEW_FIELDS", "ITEM_COLUMNS",
 ]
 
@@ -55,29 +54,12 @@ ITEM_COLUMNS = {
 }
 
 
-def open_text(path: str) -> io.TextIOBase:
-    """Opens ``path`` for reading text (UTF-8), gzip or plain, judged by its first two
-    bytes (``1f 8b``) rather than by its name."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
-
-
 def _lines(path: str) -> Iterator[Tuple[int, str]]:
-    """``(line number, text)`` of the non-blank lines; a decoding error names the file."""
-    f = open_text(path)
-    number = 0
-    try:
-        with f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
-                    yield number, line
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as err:
-        raise ValueError(f"{path}, line {number + 1}: cannot read ({err})") from None
+    """``(line number, text)`` of the non-blank lines (UTF-8, BOM dropped); a decoding error
+    names the file and its real line (:func:`~mllmrec_pyg.text.decode.iter_lines`)."""
+    for number, line in iter_lines(path):
+        if line.strip():
+            yield number, line
 
 
 def _parse_record(path: str, number: int, line: str, literal_first: bool) -> dict:
@@ -119,7 +101,10 @@ def read_reviews(path: str) -> pd.DataFrame:
     csv_input = _is_csv(path)
     for number, line in _lines(path):
         if csv_input:
-            row = next(csv.reader([line]))
+            try:
+                row = next(csv.reader([line]))
+            except csv.Error as err:  # e.g. a field over csv.field_size_limit()
+                raise ValueError(f"{path}, line {number}: not a CSV line ({err})") from None
             if len(row) != 4:
                 raise ValueError(f"{path}, line {number}: expected 4 comma-separated columns "
                                  f"(user,item,rating,timestamp), got {len(row)}")
@@ -141,6 +126,8 @@ def read_reviews(path: str) -> pd.DataFrame:
                              f"got {rating!r} / {stamp!r}") from None
         if not (math.isfinite(rating) and math.isfinite(stamp_f)):
             raise ValueError(f"{path}, line {number}: rating and time must be finite numbers")
+        if not -2 ** 63 <= stamp_f < 2 ** 63:
+            raise ValueError(f"{path}, line {number}: unixReviewTime {stamp!r} does not fit a 64-bit integer")
         user, item = str(user).strip(), str(item).strip()
         if not user or not item or any(c in user + item for c in "\t\n\r"):
             raise ValueError(f"{path}, line {number}: empty user/item id or one with a tab or newline")
@@ -313,7 +300,7 @@ def prepare_amazon(reviews: str, out_dir: str, meta: Optional[str] = None, name:
     from mllmrec_pyg.datasets.atomic import check_output_dir, dataset_name, write_dataset
 
     name = dataset_name(out_dir, name)
-    check_output_dir(out_dir, overwrite)  # fail before minutes of reading
+    check_output_dir(out_dir, overwrite, (reviews, meta))  # fail before minutes of reading
     raw = read_reviews(reviews)
     n_raw = len(raw)
     frame, n_dup = dedup_interactions(raw)
@@ -356,7 +343,8 @@ def prepare_amazon(reviews: str, out_dir: str, meta: Optional[str] = None, name:
     write_dataset(out_dir, name, frame[["user", "item", "rating", "timestamp", "label"]],
                   item_table(items, info), summary, overwrite=overwrite,
                   extra_tables={"u_id_mapping.csv": user_map, "i_id_mapping.csv": item_map},
-                  extra_yaml={f"{name}.mllmrec.yaml": mllmrec_yaml(out_dir, name, seed)})
+                  extra_yaml={f"{name}.mllmrec.yaml": mllmrec_yaml(out_dir, name, seed)},
+                  inputs=(reviews, meta))
     return summary
 
 
@@ -376,7 +364,8 @@ def mllmrec_yaml(out_dir: str, name: str, seed: int) -> Tuple[str, dict]:
         if key in name.lower():
             config.update({"knn_threshold": eps, "cooc_k": kc})
     comment = (f"MLLMRec config of `{name}`: {name}.yaml plus the feature files, which do not exist\n"
-               f"until `mllmrec encode {out_dir}` (after describe-images / preferences) writes them.\n"
+               f"until `mllmrec encode {out_dir} --user-texts <preferences.jsonl>` (after describe-images /\n"
+               f"preferences) writes them.\n"
                f"python -m recbole_models.run --model MLLMRec --dataset {name} "
                f"--config_files {os.path.join(out_dir, name + '.mllmrec.yaml')}")
     return comment, config

@@ -15,21 +15,25 @@ Everything is written into a temporary directory next to ``<out>`` and renamed i
 place at the end, so an error or a crash leaves no half-written dataset. An output
 directory that exists and is not empty is refused, unless ``overwrite=True`` and it
 holds an earlier output of ours (``dataset.json``); a directory with other data is
-never replaced.
+never replaced, and neither is one that is (or contains) an input of the command.
+Files and directories get the permissions of the user's umask, like any file the
+user creates (``tempfile`` alone would make them private: 0600 / 0700).
 """
 import contextlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Dict, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from mllmrec_pyg.staging import claim_output
+
 __all__ = [
-    "OutputExistsError", "dataset_name", "check_output_dir", "staged_directory",
+    "OutputExistsError", "dataset_name", "check_output_dir", "with_umask", "staged_directory",
     "write_inter", "write_table", "write_yaml", "recbole_config", "write_dataset",
     "INTER_HEADER", "MARKER", "SPLITS",
 ]
@@ -58,8 +62,32 @@ def dataset_name(out_dir: str, name: Optional[str] = None) -> str:
     return name
 
 
-def check_output_dir(out_dir: str, overwrite: bool = False) -> None:
-    """Raises :class:`OutputExistsError` when ``out_dir`` may not be (re)written."""
+def with_umask(path: str) -> str:
+    """Gives ``path`` (made by ``tempfile``, so 0600 / 0700) the mode an ordinary
+    ``open`` / ``mkdir`` would: 0666 / 0777 less the process umask. Returns ``path``."""
+    mask = os.umask(0)  # the umask can only be read by setting it
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+    return path
+
+
+def _refuse_inputs_inside(out_dir: str, inputs: Iterable[Optional[str]]) -> None:
+    out = os.path.realpath(out_dir)
+    for path in inputs:
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if real == out or real.startswith(out.rstrip(os.sep) + os.sep):
+            what = "is" if real == out else "contains"
+            raise OutputExistsError(f"{out_dir}: the output directory {what} the input {path}; writing "
+                                    f"there would delete it, so choose another output directory")
+
+
+def check_output_dir(out_dir: str, overwrite: bool = False, inputs: Iterable[Optional[str]] = ()) -> None:
+    """Raises :class:`OutputExistsError` when ``out_dir`` may not be (re)written: it is or
+    contains one of ``inputs`` (files or directories the command reads), it holds other
+    data, or it holds our earlier output and ``overwrite`` is off."""
+    _refuse_inputs_inside(out_dir, inputs)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"{out_dir}: exists and is not a directory")
     if not os.path.isdir(out_dir) or not os.listdir(out_dir):
@@ -74,17 +102,21 @@ def check_output_dir(out_dir: str, overwrite: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def staged_directory(out_dir: str, overwrite: bool = False) -> Iterator[str]:
+def staged_directory(out_dir: str, overwrite: bool = False,
+                     inputs: Iterable[Optional[str]] = ()) -> Iterator[str]:
     """Yields a fresh temporary directory next to ``out_dir``; when the block ends without
-    error it replaces ``out_dir`` (renames), otherwise it is deleted."""
-    check_output_dir(out_dir, overwrite)
+    error it replaces ``out_dir`` (renames), otherwise it is deleted. ``inputs``: see
+    :func:`check_output_dir`."""
+    inputs = list(inputs)
+    check_output_dir(out_dir, overwrite, inputs)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
+    lock = claim_output(out_dir)  # one writer at a time; removes what killed runs left (mllmrec_pyg.staging)
     base = os.path.basename(os.path.normpath(out_dir))
-    stage = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    stage = with_umask(tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent))
     try:
         yield stage
-        check_output_dir(out_dir, overwrite)  # it may have changed meanwhile
+        check_output_dir(out_dir, overwrite, inputs)  # it may have changed meanwhile
         old = None
         if os.path.isdir(out_dir):
             if os.listdir(out_dir):
@@ -99,6 +131,7 @@ def staged_directory(out_dir: str, overwrite: bool = False) -> Iterator[str]:
     finally:
         if os.path.isdir(stage):
             shutil.rmtree(stage, ignore_errors=True)
+        lock.release()
 
 
 def write_inter(path: str, frame: pd.DataFrame) -> int:
@@ -135,7 +168,8 @@ def write_yaml(path: str, config: dict, comment: str = "") -> None:
     with open(path, "w", encoding="utf-8") as f:
         for line in comment.strip("\n").splitlines():
             f.write(f"# {line}".rstrip() + "\n")
-        yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
+        # Block style: one key per line, so a key appended by hand or by a tool stays valid YAML.
+        yaml.safe_dump(config, f, sort_keys=False, default_flow_style=False)
 
 
 def _data_path(out_dir: str) -> str:
@@ -190,7 +224,8 @@ def recbole_config(out_dir: str, seed: int = 2024, features: Optional[Dict[str, 
 def write_dataset(out_dir: str, name: str, frame: pd.DataFrame, items: pd.DataFrame, summary: dict,
                   overwrite: bool = False, extra_tables: Optional[Mapping[str, pd.DataFrame]] = None,
                   features: Optional[Dict[str, tuple]] = None, write_features=None,
-                  extra_yaml: Optional[Mapping[str, tuple]] = None) -> str:
+                  extra_yaml: Optional[Mapping[str, tuple]] = None,
+                  inputs: Iterable[Optional[str]] = ()) -> str:
     """Writes the dataset directory atomically; returns ``out_dir``.
 
     Args:
@@ -206,6 +241,8 @@ def write_dataset(out_dir: str, name: str, frame: pd.DataFrame, items: pd.DataFr
         features: feature files the ``write_features`` callback writes, wired into the YAML.
         write_features: ``callable(stage_dir)`` writing the feature files.
         extra_yaml: ``{file name: (comment, config dict)}`` more YAML files.
+        inputs: the files and directories read; an ``out_dir`` that is or contains one is
+            refused (:func:`check_output_dir`).
     """
     from mllmrec_pyg.datasets.amazon import ITEM_COLUMNS
 
@@ -213,7 +250,7 @@ def write_dataset(out_dir: str, name: str, frame: pd.DataFrame, items: pd.DataFr
     if not np.isin(labels, (0, 1, 2)).all():
         raise ValueError("split labels must be 0 (train), 1 (valid) or 2 (test)")
     seed = int(summary.get("split", {}).get("seed", 2024) or 2024)
-    with staged_directory(out_dir, overwrite) as stage:
+    with staged_directory(out_dir, overwrite, inputs) as stage:
         write_inter(os.path.join(stage, f"{name}.inter"), frame)
         for label, split in enumerate(SPLITS):
             write_inter(os.path.join(stage, f"{name}.{split}.inter"), frame[labels == label])

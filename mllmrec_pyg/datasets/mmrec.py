@@ -27,8 +27,9 @@ from typing import Dict, Mapping, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from mllmrec_pyg.datasets.atomic import (MARKER, SPLITS, dataset_name, staged_directory, write_dataset,
-                                         write_table, write_yaml)
+from mllmrec_pyg.datasets.atomic import (MARKER, SPLITS, check_output_dir, dataset_name, staged_directory,
+                                         with_umask, write_dataset, write_table, write_yaml)
+from mllmrec_pyg.text.decode import read_table
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,27 @@ EXPORT_FILES = {"imagetextemb": "image_text_feat.npy", "itememb": "image_text_fe
                 "useremb": "user_preferences_feat.npy"}
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def _int_column(path: str, frame: pd.DataFrame, column: str) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() | (values < 0) | (values != values.round())
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+    """The column as int64; a value that is not a non-negative integer (``"7"``, ``"7.0"``)
+    or does not fit int64 is an error naming the file and line. Parsed from the text, not
+    through float64, which would round ids above 2**53 and wrap ids above 2**63."""
+    text = frame[column].str.strip()
+    match = text.str.fullmatch(r"\+?(\d+)(?:\.0*)?")
+    digits = text.str.extract(r"^\+?(\d+)", expand=False)
+    bad = np.flatnonzero(~match.to_numpy(dtype=bool))
+    if bad.size:
+        row = int(bad[0])
         raise ValueError(f"{path}, line {row + 2}: column {column!r} must be a non-negative integer, "
                          f"got {frame[column].iloc[row]!r}")
-    return values.to_numpy().astype(np.int64)
+    # 19 digits or more may exceed int64; only those are compared as Python ints.
+    for row in np.flatnonzero(digits.str.lstrip("0").str.len().to_numpy() >= 19):
+        if int(digits.iloc[row]) > _INT64_MAX:
+            raise ValueError(f"{path}, line {row + 2}: column {column!r} value {frame[column].iloc[row]!r} "
+                             f"is larger than the largest 64-bit id ({_INT64_MAX})")
+    return digits.astype(np.int64).to_numpy()
 
 
 def read_mmrec_inter(path: str) -> pd.DataFrame:
@@ -68,12 +82,7 @@ def read_mmrec_inter(path: str) -> pd.DataFrame:
         ValueError: unknown or missing columns, a non-integer id, an ``x_label`` outside
             0/1/2, or no rows, naming the file (and line).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    except pd.errors.ParserError as err:
-        raise ValueError(f"{path}: not a tab-separated table ({err})") from None
+    frame = read_table(path)
     unknown = [c for c in frame.columns if c not in INTER_COLUMNS]
     if unknown:
         raise ValueError(f"{path}: unknown column(s) {unknown}; an MMRec .inter file has the header "
@@ -126,6 +135,9 @@ def _find_inter(src: str, name: str, inter_file: Optional[str]) -> str:
 
 def _load_npy(path: str, ids: np.ndarray, what: str) -> np.ndarray:
     """Rows ``ids`` of the ``.npy`` matrix at ``path`` (row r = id r)."""
+    from mllmrec_pyg.npy import read_npy_header
+
+    read_npy_header(path)  # checks the declared shape against the file size before np.load allocates it
     try:
         matrix = np.load(path, allow_pickle=False)  # never unpickle a downloaded file
     except (ValueError, OSError) as err:
@@ -204,7 +216,7 @@ def import_mmrec(src: str, out_dir: str, name: Optional[str] = None, inter_file:
     for fname in ("u_id_mapping.csv", "i_id_mapping.csv"):
         path = os.path.join(src, fname)
         if os.path.isfile(path):
-            tables[fname] = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+            tables[fname] = read_table(path)
     mapping = tables.get("i_id_mapping.csv")
     if mapping is not None and {"asin", "itemID"} <= set(mapping.columns):
         item_frame["asin"] = item_frame["item_id"].map(dict(zip(mapping["itemID"], mapping["asin"]))).fillna("")
@@ -220,17 +232,30 @@ def import_mmrec(src: str, out_dir: str, name: Optional[str] = None, inter_file:
                      for f, m in matrices.items()},
     }
     write_dataset(out_dir, name, frame, item_frame, summary, overwrite=overwrite, extra_tables=tables,
+                  inputs=(src, inter_path),
                   features=wired or None, write_features=write_features)
     return summary
 
 
 def read_feature_file(path: str) -> Tuple[list, np.ndarray]:
-    """Reads a RecBole feature file (docs/recbole.md) into ``(tokens, [n, d] float32)``."""
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    """Reads a RecBole feature file (docs/recbole.md) into ``(tokens, [n, d] float32)``.
+
+    Raises:
+        ValueError: a header other than ``<id>:token <value>:float_seq``, a row that is not
+            a list of numbers or differs in length, or an id on two rows, naming the file,
+            the line and the id.
+    """
+    frame = read_table(path)
     if frame.shape[1] != 2 or not frame.columns[1].endswith(":float_seq"):
         raise ValueError(f"{path}: expected two columns `<id>:token` and `<value>:float_seq`, "
                          f"got {list(frame.columns)}")
     tokens = frame.iloc[:, 0].tolist()
+    first: Dict[str, int] = {}
+    for number, token in enumerate(tokens, start=2):
+        if token in first:
+            raise ValueError(f"{path}, line {number}: id {token!r} appears twice (first on line "
+                             f"{first[token]}); one row per id")
+        first[token] = number
     rows = []
     for number, text in enumerate(frame.iloc[:, 1], start=2):
         try:
@@ -244,12 +269,28 @@ def read_feature_file(path: str) -> Tuple[list, np.ndarray]:
     return tokens, np.stack(rows)
 
 
+def _number_column(frame: pd.DataFrame, column: str, default: float) -> np.ndarray:
+    """``frame[column]`` as finite float64 (``default`` when absent); the split files are
+    concatenated, so an error names the file and line kept in ``_file`` / ``_line``."""
+    if column not in frame.columns:
+        return np.full(len(frame), default, dtype=np.float64)
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = frame.iloc[int(bad[0])]
+        raise ValueError(f"{row['_file']}, line {row['_line']}: {column} must be a finite number, "
+                         f"got {row[column]!r}")
+    return values
+
+
 def _read_split(path: str) -> pd.DataFrame:
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    frame = read_table(path)
     frame.columns = [c.split(":")[0] for c in frame.columns]
     for column in ("user_id", "item_id"):
         if column not in frame.columns:
             raise ValueError(f"{path}: no {column!r} column (has {list(frame.columns)})")
+    frame["_file"] = path
+    frame["_line"] = np.arange(2, len(frame) + 2)
     return frame
 
 
@@ -269,7 +310,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
-        os.replace(tmp, path)
+        os.replace(with_umask(tmp), path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -293,6 +334,7 @@ def export_mmrec(dataset_dir: str, out_dir: str, name: Optional[str] = None,
     """
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"{dataset_dir}: no such dataset directory")
+    check_output_dir(out_dir, overwrite, inputs=(dataset_dir,))  # before any reading
     name = name or os.path.basename(os.path.normpath(dataset_dir))
     parts = []
     for label, split in enumerate(SPLITS):
@@ -308,8 +350,8 @@ def export_mmrec(dataset_dir: str, out_dir: str, name: Optional[str] = None,
     out = pd.DataFrame({
         "userID": frame["user_id"].map(user_map).astype(np.int64),
         "itemID": frame["item_id"].map(item_map).astype(np.int64),
-        "rating": pd.to_numeric(frame["rating"]) if "rating" in frame.columns else 1.0,
-        "timestamp": pd.to_numeric(frame["timestamp"]).astype(np.int64) if "timestamp" in frame.columns else 0,
+        "rating": _number_column(frame, "rating", 1.0),
+        "timestamp": _number_column(frame, "timestamp", 0).astype(np.int64),
         "x_label": frame["x_label"].astype(np.int64),
     }).sort_values(["userID", "x_label"], kind="stable")
 
@@ -332,12 +374,15 @@ def export_mmrec(dataset_dir: str, out_dir: str, name: Optional[str] = None,
         extra = [t for t in tokens if t not in kind_map]
         if extra:
             raise ValueError(f"{path}: {len(extra)} {kind} id(s) that the dataset does not have, e.g. {extra[0]!r}")
-        if len(set(tokens)) != len(tokens):
-            raise ValueError(f"{path}: a {kind} id appears more than once")
         missing = set(kind_map) - set(tokens)
         if missing:
             raise ValueError(f"{path}: no row for {len(missing)} {kind}(s), e.g. {sorted(missing)[0]!r}; "
                              f"MMRec needs row r for every {kind}ID r")
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if bad.size:
+            # MMRec would train on NaN, and `mmrec import` refuses such a file: never write one.
+            raise ValueError(f"{path}, line {int(bad[0]) + 2}: {kind} {tokens[int(bad[0])]!r} has NaN or inf "
+                             f"values ({bad.size} such row(s)); {target} would be unusable")
         matrix = np.zeros((len(kind_map), values.shape[1]), dtype=np.float32)
         matrix[[kind_map[t] for t in tokens]] = values
         arrays[target] = matrix
@@ -350,22 +395,27 @@ def export_mmrec(dataset_dir: str, out_dir: str, name: Optional[str] = None,
     for fname in ("u_id_mapping.csv", "i_id_mapping.csv"):
         path = os.path.join(dataset_dir, fname)
         if fname not in tables and os.path.isfile(path):
-            tables[fname] = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+            tables[fname] = read_table(path)
 
+    # MMRec's GeneralRecommender joins data_path with BOTH feature keys (a missing key is
+    # `join() argument must be str ... not 'NoneType'`) and loads whichever file exists.
+    # Without a text_feat.npy, the fused description (image_text_feat.npy) is the text feature.
+    text_file = "text_feat.npy" if "text_feat.npy" in arrays else (
+        "image_text_feat.npy" if "image_text_feat.npy" in arrays else "text_feat.npy")
     mmrec_cfg = {"USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID", "TIME_FIELD": "timestamp",
                  "filter_out_cod_start_users": True, "inter_file_name": f"{name}.inter",
-                 "field_separator": "\t"}
-    if "image_feat.npy" in arrays:
-        mmrec_cfg["vision_feature_file"] = "image_feat.npy"
-    if "text_feat.npy" in arrays:
-        mmrec_cfg["text_feature_file"] = "text_feat.npy"
+                 "vision_feature_file": "image_feat.npy", "text_feature_file": text_file,
+                 "user_graph_dict_file": "user_graph_dict.npy", "field_separator": "\t"}
+    if not any(f in arrays for f in ("image_feat.npy", text_file)):
+        log.warning("%s: no item feature file exported; MMRec's multimodal models need image_feat.npy "
+                    "or %s", out_dir, text_file)
     summary = {"dataset": name, "source": os.path.abspath(dataset_dir), "users": len(user_map),
                "items": len(item_map), "interactions": int(len(out)),
                "ids": {"users": "kept" if users_kept else "re-indexed (u_id_mapping.csv)",
                        "items": "kept" if items_kept else "re-indexed (i_id_mapping.csv)"},
                "features": {t: list(a.shape) for t, a in arrays.items()},
                "files": dict(files)}
-    with staged_directory(out_dir, overwrite) as stage:
+    with staged_directory(out_dir, overwrite, inputs=(dataset_dir,)) as stage:
         out.to_csv(os.path.join(stage, f"{name}.inter"), sep="\t", index=False, lineterminator="\n")
         for target, matrix in arrays.items():
             _save_npy(os.path.join(stage, target), matrix)

@@ -3,12 +3,16 @@
 The recbole wheel ships ``dataset_example/ml-100k`` (943 users, 1,682 items,
 100,000 ratings). :func:`prepare_movielens` splits it once, per user, with
 RecBole's ``RS`` ratio split in random order (``order: RO``, ``group_by: user``)
-under a fixed seed, and writes the three parts as atomic files::
+under a fixed seed, and writes the three parts as atomic files named after the
+output directory (``<name>`` = its base name, because RecBole reads
+``<data_path>/<name>/<name>.<suffix>``; ``--out data/ml100k-s7`` gives ``ml100k-s7.*``)::
 
-    <out>/ml-100k.item          item_id, movie_title, release_year, class (genres)
-    <out>/ml-100k.train.inter   user_id, item_id, rating, timestamp
-    <out>/ml-100k.valid.inter
-    <out>/ml-100k.test.inter
+    <out>/<name>.item           item_id, movie_title, release_year, class (genres)
+    <out>/<name>.train.inter    user_id, item_id, rating, timestamp
+    <out>/<name>.valid.inter
+    <out>/<name>.test.inter
+    <out>/<name>.yaml           RecBole config of the split (as `prepare amazon` writes it)
+    <out>/<name>.mllmrec.yaml   the same plus the feature files `mllmrec encode` writes
     <out>/split.json            seed, ratios, counts, RecBole version
 
 Every later stage reads these files (RecBole through ``benchmark_filename``, the
@@ -62,8 +66,8 @@ def prepare_movielens(out_dir: str, seed: int = 2024,
     """Writes the pre-split MovieLens-100k into ``out_dir`` and returns the split summary.
 
     Args:
-        out_dir: target directory (its base name should be ``ml-100k`` for RecBole,
-            which reads ``<data_path>/<dataset>/<dataset>.<suffix>``).
+        out_dir: target directory; its base name is the dataset name (RecBole reads
+            ``<data_path>/<dataset>/<dataset>.<suffix>``), and the files are named after it.
         seed: RecBole ``seed`` of the random order.
         ratios: train/valid/test ratios of each user's interactions (RecBole ``RS``).
         overwrite: replace an ``out_dir`` that already holds a split.
@@ -72,12 +76,17 @@ def prepare_movielens(out_dir: str, seed: int = 2024,
     from recbole.data import create_dataset
     from recbole.utils import init_seed
 
+    from mllmrec_pyg.datasets.atomic import dataset_name, recbole_config, write_yaml
+    from mllmrec_pyg.text.decode import read_table
+
+    name = dataset_name(out_dir)
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
         raise ValueError(f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
     if os.path.exists(os.path.join(out_dir, "split.json")) and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a split (split.json); pass overwrite=True")
     src = recbole_ml100k_dir()
     work = tempfile.mkdtemp(prefix="ml100k-")
+    stage = None
     try:
         config = Config(model="BPR", dataset=NAME, config_dict={
             "data_path": os.path.dirname(src), "checkpoint_dir": work, "seed": seed,
@@ -93,17 +102,24 @@ def prepare_movielens(out_dir: str, seed: int = 2024,
         parent = os.path.dirname(os.path.abspath(out_dir)) or "."
         os.makedirs(parent, exist_ok=True)
         stage = tempfile.mkdtemp(prefix=".ml100k-", dir=parent)
-        import pandas as pd
-
-        original = pd.read_csv(os.path.join(src, f"{NAME}.inter"), sep="\t", dtype=str)
+        original = read_table(os.path.join(src, f"{NAME}.inter"))
         original.columns = [c.split(":")[0] for c in original.columns]
         counts = {}
         for split, part in zip(("train", "valid", "test"), parts):
-            counts[split] = _write_inter(os.path.join(stage, f"{NAME}.{split}.inter"), dataset, part, original)
-        shutil.copyfile(os.path.join(src, f"{NAME}.item"), os.path.join(stage, f"{NAME}.item"))
+            counts[split] = _write_inter(os.path.join(stage, f"{name}.{split}.inter"), dataset, part, original)
+        shutil.copyfile(os.path.join(src, f"{NAME}.item"), os.path.join(stage, f"{name}.item"))
+        run = f"python -m recbole_models.run --model {{model}} --dataset {name} --config_files {{file}}"
+        write_yaml(os.path.join(stage, f"{name}.yaml"), recbole_config(out_dir, seed),
+                   comment=f"RecBole config of the pre-split MovieLens-100k `{name}` (mllmrec prepare movielens).\n"
+                           + run.format(model="BPR", file=os.path.join(out_dir, name + ".yaml")))
+        features = {"itememb": ("iid", "item_emb", "item"), "useremb": ("uid", "user_emb", "user")}
+        write_yaml(os.path.join(stage, f"{name}.mllmrec.yaml"), recbole_config(out_dir, seed, features),
+                   comment=f"{name}.yaml plus the feature files, which exist once `mllmrec encode {out_dir} "
+                           f"--user-texts ...` wrote them.\n"
+                           + run.format(model="MLLMRec", file=os.path.join(out_dir, name + ".mllmrec.yaml")))
         import recbole
 
-        summary = {"dataset": NAME, "source": "recbole wheel dataset_example/ml-100k",
+        summary = {"dataset": name, "source": "recbole wheel dataset_example/ml-100k",
                    "recbole": recbole.__version__, "seed": seed, "ratios": list(ratios),
                    "order": "RO", "group_by": "user", "users": int(dataset.user_num - 1),
                    "items": int(dataset.item_num - 1), "interactions": counts}
@@ -113,7 +129,8 @@ def prepare_movielens(out_dir: str, seed: int = 2024,
         os.makedirs(out_dir, exist_ok=True)
         for fname in os.listdir(stage):
             os.replace(os.path.join(stage, fname), os.path.join(out_dir, fname))
-        os.rmdir(stage)
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)

@@ -100,13 +100,17 @@ def write_prompts(path: str, prompts: List[UserPrompt], template: PromptTemplate
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".prompts-", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for p in prompts:
-            f.write(json.dumps({"user_id": p.user_id, "prompt": p.text, "prompt_tokens": p.tokens,
-                                "items_listed": p.n_items, "items_in_history": p.n_history,
-                                "template": template.name, "template_hash": template.hash,
-                                "token_counter": counter_name, "leaky": leaky}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for p in prompts:
+                f.write(json.dumps({"user_id": p.user_id, "prompt": p.text, "prompt_tokens": p.tokens,
+                                    "items_listed": p.n_items, "items_in_history": p.n_history,
+                                    "template": template.name, "template_hash": template.hash,
+                                    "token_counter": counter_name, "leaky": leaky}, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)  # e.g. ``path`` is a directory: leave nothing behind
+        raise
     counts = [p.tokens for p in prompts if p.tokens is not None]
     return {"users": len(prompts), "empty_histories": sum(p.text is None for p in prompts),
             "prompt_tokens_total": sum(counts), "prompt_tokens_max": max(counts, default=0),
@@ -123,10 +127,12 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
         backend: a :class:`~mllmrec_pyg.reasoning.backends.base.Backend`.
         template: the template the prompts were rendered with.
         store_path: the append-only generation store (resumable).
-        output: the user texts file, written atomically once every user has a text.
+        output: the user texts file, written atomically (see ``limit``).
         empty_text: the text of a user with no training item (no prompt is sent).
         progress: tqdm bar.
-        limit: generate at most this many users (a partial run; ``output`` is then not written).
+        limit: generate at most this many users, the first ones of ``prompts`` (a partial
+            run: ``output`` then holds every user whose text is known, those stored by this
+            and earlier runs and those without history, so it never loses an earlier text).
         regenerate: generate every user again even when stored.
 
     Returns the run statistics (:class:`~mllmrec_pyg.reasoning.runner.RunStats` as a dict).
@@ -140,10 +146,20 @@ def generate_preferences(prompts: List[UserPrompt], backend, template: PromptTem
     records = generate_jobs(jobs[:limit] if partial else jobs, backend, template, store,
                             desc="preferences", progress=progress, regenerate=regenerate)
     stats = generate_jobs.last_stats.as_dict()
-    if not partial:
-        texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts}
-        write_texts(output, "user_id", texts)
-    stats["written"] = None if partial else output
+    if partial:
+        from mllmrec_pyg.reasoning.store import record_key, sha256_text
+
+        settings = backend.settings.as_dict()
+        for p in prompts[limit:]:
+            if p.text is not None and p.user_id not in records:
+                records[p.user_id] = store.get(record_key(backend.model_id, template.hash,
+                                                          sha256_text(p.text, None), settings))
+    texts = {p.user_id: (records[p.user_id]["text"] if p.text is not None else empty_text) for p in prompts
+             if p.text is None or records.get(p.user_id) is not None}
+    write_texts(output, "user_id", texts)
+    stats["written"] = output
+    stats["users_written"] = len(texts)
+    stats["partial"] = len(texts) < len(prompts)
     return stats
 
 

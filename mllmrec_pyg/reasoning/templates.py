@@ -29,6 +29,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
+from mllmrec_pyg.errors import InputError, reading
+
 IMAGE_PROMPT = (
     "Convert the given image into an accurate and concise textual description relevant to "
     "{category}, focusing on key attributes that can influence the buying behaviour of users, "
@@ -167,17 +169,57 @@ def get_template(spec) -> PromptTemplate:
         return TEMPLATES[spec]
     if not os.path.isfile(spec):
         raise FileNotFoundError(f"template {spec!r}: neither a built-in name ({sorted(TEMPLATES)}) nor a file")
-    with open(spec, encoding="utf-8") as f:
-        content = f.read()
-    if spec.endswith((".yaml", ".yml")):
-        import yaml
+    with reading(spec):
+        with open(spec, encoding="utf-8") as f:
+            content = f.read()
+        if spec.endswith((".yaml", ".yml")):
+            import yaml
 
-        data = yaml.safe_load(content)
-    elif spec.endswith(".json"):
-        data = json.loads(content)
-    else:
-        return PromptTemplate(os.path.basename(spec), content, kind="chat")
-    if not isinstance(data, dict):
-        raise ValueError(f"{spec}: a template file holds a mapping with a 'text' field")
-    data.setdefault("name", os.path.splitext(os.path.basename(spec))[0])
-    return get_template(data)
+            data = yaml.safe_load(content)
+        elif spec.endswith(".json"):
+            data = json.loads(content)
+        else:
+            return PromptTemplate(os.path.basename(spec), content, kind="chat")
+        if not isinstance(data, dict):
+            raise InputError(spec, "a template file holds a mapping with a 'text' field")
+        data.setdefault("name", os.path.splitext(os.path.basename(spec))[0])
+        return get_template(data)
+
+
+def check_item_template(template: str, columns, what: str = "--item-template") -> None:
+    """Checks a ``str.format`` template of one item before any item is rendered.
+
+    Only named fields are allowed (``{title}``, ``{title!r}``, ``{price:>8}``): a
+    positional field (``{0}``, ``{}``) has no value to take, and attribute or index
+    access (``{title.upper}``, ``{title[0]}``) reaches into a string. Every field must
+    be one of ``columns``; the format specs are tried on a sample string.
+
+    Args:
+        template: the item template.
+        columns: the names it may use (the ``.item`` columns and ``image_description``).
+        what: the argument or configuration key it came from, named in the errors.
+
+    Raises:
+        InputError: naming ``what``, the field and the columns.
+    """
+    columns = list(columns)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise InputError(None, f"{what} {template!r}: not a valid str.format text ({err})") from None
+    for _, field_name, spec, _ in parsed:
+        if field_name is None:
+            continue
+        head = field_name.split(".")[0].split("[")[0]
+        if head == "" or head.isdigit():
+            raise InputError(None, f"{what} {template!r}: positional field {{{field_name}}}; name a column "
+                                   f"instead, e.g. {{{columns[0] if columns else 'title'}}} (columns: {columns})")
+        if head != field_name:
+            raise InputError(None, f"{what} {template!r}: field {{{field_name}}} reaches into the value of "
+                                   f"{head!r} (attribute or index); use {{{head}}}")
+        if head not in columns:
+            raise InputError(None, f"{what} {template!r}: field {{{head}}} is not a column (columns: {columns})")
+    try:
+        template.format(**{c: "text" for c in columns})
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        raise InputError(None, f"{what} {template!r}: cannot be filled with text values ({err})") from None

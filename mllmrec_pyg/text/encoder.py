@@ -124,11 +124,36 @@ def _tokens(dataset_dir: str, name: str, column: str) -> List[str]:
     return list(seen)
 
 
+def _user_texts(dataset_dir: str, name: str, user_texts: str, items: Dict[str, str]) -> Dict[str, str]:
+    """``{user token: text}`` for every user of the dataset's ``.inter`` files (see
+    :func:`encode_dataset`); raises before any encoding when they cannot all be had."""
+    user_tokens = _tokens(dataset_dir, name, "user_id")
+    if user_texts == "history":
+        train = os.path.join(dataset_dir, f"{name}.train.inter")
+        if not os.path.isfile(train):
+            raise ValueError(
+                f"{dataset_dir}: user texts 'history' are built from the training split {train} only "
+                f"(no valid/test item may leak into them), and there is none. Ways out: --user-texts none "
+                f"(item features only), --user-texts FILE.jsonl (e.g. LLM preference texts), or a "
+                f"pre-split dataset (`mllmrec prepare`, `mllmrec mmrec import`: "
+                f"<name>.train/valid/test.inter)")
+        return history_texts(train, items, user_tokens)
+    users = read_texts(user_texts, "user_id")
+    missing = [t for t in user_tokens if t not in users]
+    if missing:
+        raise ValueError(f"{user_texts}: no text for users {missing[:5]} ({len(missing)} in all)")
+    return {t: users[t] for t in user_tokens}
+
+
 def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Optional[str] = None,
-                   user_texts: Optional[str] = "history", model: Optional[str] = None,
+                   user_texts: Optional[str] = None, model: Optional[str] = None,
                    item_suffix: str = "itememb", user_suffix: str = "useremb",
                    batch_size: int = 64, show_progress: bool = True) -> Dict[str, str]:
     """Encodes a dataset's item and user texts into RecBole feature files.
+
+    Every input is read and checked first (item descriptions for every item, a text for
+    every user, the training split for ``"history"``), so a bad input fails before
+    minutes of encoding.
 
     Args:
         dataset_dir: directory holding ``<name>.item`` and the ``.inter`` files.
@@ -136,7 +161,9 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
         item_texts: JSONL of item descriptions (:mod:`~mllmrec_pyg.text.io`); ``None``
             fuses the ``.item`` columns (:func:`~mllmrec_pyg.text.item_text.item_texts`).
         user_texts: JSONL of user texts (e.g. LLM preferences), ``"history"`` for the
-            no-LLM baseline from ``<name>.train.inter``, or ``None`` for no user file.
+            no-LLM baseline from ``<name>.train.inter``, or ``None`` (default) for no
+            user file. There is deliberately no implicit choice: the two kinds of user
+            text are different models (README, "Results").
         model: sentence-transformers path or name (``None``: bundled MiniLM).
         item_suffix, user_suffix: suffixes of the written files.
         batch_size: texts per forward pass.
@@ -157,6 +184,7 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
     missing = [t for t in item_tokens if t not in items]
     if missing:
         raise ValueError(f"{source}: no description for items {missing[:5]} ({len(missing)} in all)")
+    users = None if user_texts is None else _user_texts(dataset_dir, name, user_texts, items)
 
     st = load_model(model)
     cache = os.path.join(dataset_dir, ".encode_cache")
@@ -164,21 +192,8 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
     emb = encode_texts([items[t] for t in item_tokens], st, batch_size, cache, show_progress=show_progress)
     out["item"] = os.path.join(dataset_dir, f"{name}.{item_suffix}")
     write_feature_file(out["item"], "iid", "item_emb", item_tokens, emb)
-
-    if user_texts is not None:
-        user_tokens = _tokens(dataset_dir, name, "user_id")
-        if user_texts == "history":
-            train = os.path.join(dataset_dir, f"{name}.train.inter")
-            if not os.path.isfile(train):
-                raise ValueError(f"user_texts='history' needs the training split {train} "
-                                 "(a pre-split dataset), so that no valid/test item leaks into it")
-            users = history_texts(train, items, user_tokens)
-        else:
-            users = read_texts(user_texts, "user_id")
-            missing = [t for t in user_tokens if t not in users]
-            if missing:
-                raise ValueError(f"{user_texts}: no text for users {missing[:5]} ({len(missing)} in all)")
-        emb = encode_texts([users[t] for t in user_tokens], st, batch_size, cache, show_progress=show_progress)
+    if users is not None:
+        emb = encode_texts(list(users.values()), st, batch_size, cache, show_progress=show_progress)
         out["user"] = os.path.join(dataset_dir, f"{name}.{user_suffix}")
-        write_feature_file(out["user"], "uid", "user_emb", user_tokens, emb)
+        write_feature_file(out["user"], "uid", "user_emb", list(users), emb)
     return out

@@ -15,7 +15,10 @@ each item with a template:
 import os
 from typing import Dict, Mapping, Optional
 
+import numpy as np
 import pandas as pd
+
+from mllmrec_pyg.text.decode import read_table
 
 # Column -> label, in the order the default description lists them.
 FIELD_LABELS = {
@@ -27,9 +30,7 @@ FIELD_LABELS = {
 
 def read_atomic(path: str) -> pd.DataFrame:
     """A RecBole atomic file as strings, with the ``:type`` suffixes dropped from the header."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    frame = read_table(path)
     frame.columns = [c.split(":")[0] for c in frame.columns]
     return frame
 
@@ -49,6 +50,14 @@ def item_texts(item_file: str, template: Optional[str] = None,
     frame = read_atomic(item_file)
     if id_field not in frame.columns:
         raise ValueError(f"{item_file}: no {id_field!r} column (has {list(frame.columns)})")
+    repeated = frame[id_field].duplicated()
+    if repeated.any():
+        # One description per item; a silent "last row wins" would hide a broken merge.
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        token = frame[id_field].iloc[row]
+        first = int(np.flatnonzero((frame[id_field] == token).to_numpy())[0])
+        raise ValueError(f"{item_file}, line {row + 2}: item {token!r} appears twice (first on line "
+                         f"{first + 2}); one row per item")
     images = dict(image_descriptions or {})
     frame["image_description"] = frame[id_field].map(images).fillna("")
     out: Dict[str, str] = {}

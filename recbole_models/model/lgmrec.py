@@ -106,7 +106,7 @@ from torch.nn import functional as F
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import scatter
 
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from recbole_models.model.multimodal import MultimodalRecommender
 
 
@@ -189,7 +189,7 @@ class LGMRec(MultimodalRecommender):
         pad_mask = torch.ones(self.n_items, 1)
         pad_mask[0] = 0.0  # RecBole's [PAD] item joins no hyperedge
         self.register_buffer("item_mask", pad_mask, persistent=False)
-        self.cge_propagate = LightGCN(num_layers=self.n_ui_layers, combine="mean")
+        self.cge_propagate = LightGCNPropagation(num_layers=self.n_ui_layers, combine="mean")
         self.mm_conv = LGConv(normalize=False)
 
     # -- pieces ------------------------------------------------------------------------

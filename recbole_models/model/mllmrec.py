@@ -70,7 +70,7 @@ from recbole.model.init import xavier_uniform_initialization
 from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models.features import feature_matrix
 from recbole_models.model.eval_cache import WeightKeyedCache
@@ -146,7 +146,7 @@ class MLLMRec(GeneralRecommender):
                               add_self_loops=False)
             self.register_buffer("ui_edge_index", ei, persistent=False)
             self.register_buffer("ui_edge_weight", ew, persistent=False)
-            self.ui_gcn = LightGCN(num_layers=self.n_ui_layers, combine="sum")
+            self.ui_gcn = LightGCNPropagation(num_layers=self.n_ui_layers, combine="sum")
 
         self.loss = BPRLoss()
         self.apply(xavier_uniform_initialization)
@@ -163,7 +163,7 @@ class MLLMRec(GeneralRecommender):
         ui = torch.stack([ui[0, keep], ui[1, keep] - 1])
         g = build_item_graph(x, ui, self.n_users, self.knn_k, self.knn_threshold, self.cooc_k)
         with torch.no_grad():
-            h = LightGCN(num_layers=self.n_item_layers)(x, g.edge_index, g.edge_weight)
+            h = LightGCNPropagation(num_layers=self.n_item_layers)(x, g.edge_index, g.edge_weight)
         return torch.cat([torch.zeros_like(item_x[:1]), h])
 
     # -- representations ------------------------------------------------------------

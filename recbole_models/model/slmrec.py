@@ -101,7 +101,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mllmrec_pyg.nn import LightGCN
+from mllmrec_pyg.nn import LightGCNPropagation
 from recbole_models.model.multimodal import MultimodalRecommender
 
 
@@ -167,7 +167,7 @@ class SLMRec(MultimodalRecommender):
         row, col = ui.indices()
         self.register_buffer("ui_edge_index", torch.stack([col, row]), persistent=False)
         self.register_buffer("ui_edge_weight", ui.values(), persistent=False)
-        self.propagate = LightGCN(num_layers=self.n_layers, combine="mean")
+        self.propagate = LightGCNPropagation(num_layers=self.n_layers, combine="mean")
 
     @staticmethod
     def _linear(d_in: int, d_out: int) -> nn.Linear:

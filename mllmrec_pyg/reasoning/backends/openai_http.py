@@ -8,6 +8,12 @@ inline as ``data:`` URLs. A request that still fails, or a refusal (an empty
 answer or ``finish_reason == "content_filter"``), raises :class:`GenerationError`
 with the server, model and reason; results finished before it are kept by the
 caller's store.
+
+Chat servers are the common case (vLLM, Ollama, llama.cpp and SGLang serve
+``/v1/chat/completions``; several serve nothing else), so the preference template
+used when none is named is the chat template :data:`DEFAULT_PREFERENCE_TEMPLATE`.
+A completion template (``--template preference-fewshot``, for a base model) still
+goes to ``/v1/completions``; a server without that route gets an error saying so.
 """
 import base64
 import io
@@ -19,6 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence
 
 from mllmrec_pyg.reasoning.backends.base import Backend, GenerationError, GenerationSettings
+
+#: The preference template of this backend when none is named (a chat template).
+DEFAULT_PREFERENCE_TEMPLATE = "preference"
 
 
 def image_data_url(image) -> str:
@@ -62,6 +71,8 @@ class OpenAIBackend(Backend):
 
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.model = model
         self.base_url = base_url
         self.model_id = f"openai:{model}@{base_url}"
@@ -105,9 +116,13 @@ class OpenAIBackend(Backend):
                     time.sleep(delay * (1 + random.random() * 0.25))
                     delay *= 2
                     continue
+                hint = ""
+                if kind != "chat" and isinstance(err, self._openai.NotFoundError):
+                    hint = ("; the server has no /v1/completions route (a chat-only server?): use a chat "
+                            f"template, e.g. --template {DEFAULT_PREFERENCE_TEMPLATE}")
                 raise GenerationError(
                     f"{self.base_url} (model {self.model}), prompt {index}: "
-                    f"{type(err).__name__}: {err} after {attempt + 1} attempt(s)") from err
+                    f"{type(err).__name__}: {err} after {attempt + 1} attempt(s){hint}") from err
         choice = response.choices[0] if response.choices else None
         text = None if choice is None else (choice.message.content if kind == "chat" else choice.text)
         if choice is None or choice.finish_reason == "content_filter" or not (text or "").strip():
