@@ -109,6 +109,8 @@ _OUR_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml")
 # Set by our runner or RecBole's distributed launcher, not in any YAML of defaults.
 _RUNTIME_KEYS = {"model", "dataset", "nproc", "world_size", "ip", "port", "offset", "local_rank",
                  "config_files", "verbose", "wandb_project"}
+# Dataset keys our models read that no YAML of defaults holds (a dataset's own YAML sets them).
+_DATASET_KEYS = {"modalities"}  # recbole_models.model.multimodal: {modality name: preload_weight id field}
 
 
 @lru_cache(maxsize=1)
@@ -116,7 +118,7 @@ def known_keys() -> frozenset:
     """Every config key RecBole or one of our models reads."""
     from recbole.utils import argument_list
 
-    keys = set(_RUNTIME_KEYS)
+    keys = set(_RUNTIME_KEYS) | _DATASET_KEYS
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
         keys.update(getattr(argument_list, name))
     files = glob.glob(os.path.join(_RECBOLE_DIR, "recbole", "properties", "**", "*.yaml"), recursive=True)
