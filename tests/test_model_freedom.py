@@ -156,6 +156,32 @@ def test_recbole_trainer_prunes_once_per_epoch(two_modalities, monkeypatch):
     assert not torch.equal(graphs[0], graphs[1])
 
 
+def test_resumed_run_goes_on_with_the_next_epochs_pruning(two_modalities, monkeypatch):
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_models.features import create_dataset
+    from recbole_models.trainer import get_trainer
+
+    def trainer_for(epochs):
+        config = make_config("FREEDOM", "tinymm", [two_modalities], {"epochs": epochs, "eval_step": 1})
+        init_seed(config["seed"], config["reproducibility"])
+        train, valid, _ = data_preparation(config, create_dataset(config))
+        model = get_model("FREEDOM")(config, train._dataset)
+        return get_trainer(config["MODEL_TYPE"], config["model"])(config, model), train, valid
+
+    seen = []
+    prune = FREEDOM.pre_epoch_processing
+    monkeypatch.setattr(FREEDOM, "pre_epoch_processing", lambda self, epoch: (seen.append(epoch), prune(self, epoch)))
+    first, train, valid = trainer_for(1)
+    first.fit(train, valid, saved=True)
+    assert seen == [0]
+    resumed, train, valid = trainer_for(3)
+    resumed.resume_checkpoint(first.saved_model_file)
+    resumed.fit(train, valid, saved=False)
+    assert seen == [0, 1, 2]  # not [0, 0, 1]: the epoch count came back with the checkpoint
+
+
 def refined(x, k, threshold, cooc_k, inter_index, n_users):
     """MLLMRec's refined graph of the transforms (k-NN + Jaccard, summed, "row"-normalised), dense."""
     x = x[1:]

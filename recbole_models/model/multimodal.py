@@ -155,6 +155,8 @@ class MultimodalRecommender(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    #: Saved in checkpoints (RecBole's ``other_parameter``): a resumed run goes on counting epochs.
+    other_parameter_name = ["epochs_started"]
     #: Modality names this model can use (``None``: any).
     MODALITIES: Optional[Tuple[str, ...]] = None
 
@@ -232,7 +234,8 @@ class MultimodalRecommender(GeneralRecommender):
         r"""RecBole's ``Trainer._train_epoch`` calls ``model.train()`` exactly once at the start
         of every training epoch (and ``fit`` nothing else per epoch): each such call runs
         :meth:`pre_epoch_processing` with the number of epochs begun before it. ``eval()``
-        (``train(False)``) does not count. A run resumed from a checkpoint counts from 0 again."""
+        (``train(False)``) does not count. The count is saved in checkpoints
+        (:attr:`other_parameter_name`): a run resumed after epoch :math:`e` goes on at :math:`e+1`."""
         super().train(mode)
         if mode:
             self.pre_epoch_processing(self.epochs_started)
