@@ -109,8 +109,8 @@ _OUR_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml")
 # Set by our runner or RecBole's distributed launcher, not in any YAML of defaults.
 _RUNTIME_KEYS = {"model", "dataset", "nproc", "world_size", "ip", "port", "offset", "local_rank",
                  "config_files", "verbose", "wandb_project"}
-# Dataset keys of ours that no model YAML carries: the item modalities (docs/recbole.md).
-_DATASET_KEYS = {"modalities"}
+# Dataset keys our models read that no YAML of defaults holds (a dataset's own YAML sets them).
+_DATASET_KEYS = {"modalities"}  # recbole_models.model.multimodal: {modality name: preload_weight id field}
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,8 @@ from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, 
 from recbole_models.features import feature_matrix
 from recbole_models.model.eval_cache import WeightKeyedCache
 
-__all__ = ["MultimodalRecommender", "load_modalities", "normalize_adjacency", "sparse_from_edges"]
+__all__ = ["MultimodalRecommender", "bpr", "drop_nonpositive", "lightgcn_mean", "load_modalities", "normalize_adjacency",
+           "sparse_from_edges"]
 
 
 def load_modalities(config, dataset, n_items: int, model: str,
@@ -110,6 +111,29 @@ def normalize_adjacency(adj: Tensor, normalization: Optional[str] = "row") -> Te
     return sparse_from_edges(ei, ew, adj.size(0))
 
 
+def drop_nonpositive(adj: Tensor) -> Tensor:
+    r"""``adj`` without its entries :math:`\le 0`. A cosine k-NN neighbour of non-positive
+    similarity (only where k approaches the number of items) can make a row sum
+    negative, and :math:`D^{-1/2}` NaN."""
+    adj = adj.coalesce()
+    keep = adj.values() > 0
+    return torch.sparse_coo_tensor(adj.indices()[:, keep], adj.values()[keep], adj.shape).coalesce()
+
+
+def bpr(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    r"""BPR loss :math:`-\operatorname{mean}\log\sigma(u^\top i - u^\top j)` of ``[B, d]`` rows."""
+    return -torch.nn.functional.logsigmoid((user * pos).sum(-1) - (user * neg).sum(-1)).mean()
+
+
+def lightgcn_mean(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
+    r"""LightGCN's layer mean :math:`\frac{1}{L+1}\sum_{l=0}^{L} A^l X` over a sparse ``adj``."""
+    layers = [ego]
+    for _ in range(n_layers):
+        ego = torch.sparse.mm(adj, ego)
+        layers.append(ego)
+    return torch.stack(layers).mean(0)
+
+
 class MultimodalRecommender(GeneralRecommender):
     r"""Base of the multimodal baselines.
 
@@ -131,6 +155,8 @@ class MultimodalRecommender(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    #: Saved in checkpoints (RecBole's ``other_parameter``): a resumed run goes on counting epochs.
+    other_parameter_name = ["epochs_started"]
     #: Modality names this model can use (``None``: any).
     MODALITIES: Optional[Tuple[str, ...]] = None
 
@@ -146,6 +172,9 @@ class MultimodalRecommender(GeneralRecommender):
         if self.graph_refinement not in (True, False):
             raise ValueError(f"config `graph_refinement` must be True or False, got {self.graph_refinement!r}")
         self._eval_cache = WeightKeyedCache()
+        self._sparse_shapes: Dict[str, Tuple[int, ...]] = {}
+        #: Training epochs begun (see :meth:`train`).
+        self.epochs_started = 0
 
     # -- graphs ---------------------------------------------------------------------------
     def item_item_adjacency(self, features: Tensor, k: Optional[int] = None,
@@ -159,10 +188,10 @@ class MultimodalRecommender(GeneralRecommender):
         x = features[1:].detach()
         num = x.size(0)
         if not self.graph_refinement:
-            ei, ew = threshold_knn_graph(x, min(k, num), threshold=None, weighted=weighted)
+            ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=None, weighted=weighted)
             return sparse_from_edges(ei, ew, self.n_items, offset=1)
         threshold = self.config_value("knn_threshold")
-        ei, ew = threshold_knn_graph(x, min(k, num), threshold=threshold)
+        ei, ew = threshold_knn_graph(x, min(k, num - 1), threshold=threshold)
         adj = sparse_from_edges(ei, ew, self.n_items, offset=1)
         cooc_k = int(self.config_value("cooc_k"))
         if cooc_k > 0:
@@ -184,6 +213,48 @@ class MultimodalRecommender(GeneralRecommender):
 
     def config_value(self, key: str):
         return self._config[key]
+
+    def register_sparse(self, name: str, adj: Tensor) -> None:
+        r"""Keeps the sparse matrix ``adj`` as the non-persistent dense buffers
+        ``<name>_indices`` / ``<name>_values``, so that it follows ``.to(device)`` and
+        keys the :class:`WeightKeyedCache` (a sparse tensor has no ``data_ptr``); it is
+        derived from the data, hence not in the ``state_dict``. :meth:`sparse` rebuilds it."""
+        adj = adj.coalesce()
+        self.register_buffer(f"{name}_indices", adj.indices(), persistent=False)
+        self.register_buffer(f"{name}_values", adj.values(), persistent=False)
+        self._sparse_shapes[name] = tuple(adj.shape)
+
+    def sparse(self, name: str) -> Tensor:
+        """The matrix kept by :meth:`register_sparse` under ``name``, on the model's device."""
+        return torch.sparse_coo_tensor(getattr(self, f"{name}_indices"), getattr(self, f"{name}_values"),
+                                       self._sparse_shapes[name], is_coalesced=True)
+
+    # -- epochs ---------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        r"""RecBole's ``Trainer._train_epoch`` calls ``model.train()`` exactly once at the start
+        of every training epoch (and ``fit`` nothing else per epoch): each such call runs
+        :meth:`pre_epoch_processing` with the number of epochs begun before it. ``eval()``
+        (``train(False)``) does not count. The count is saved in checkpoints
+        (:attr:`other_parameter_name`): a run resumed after epoch :math:`e` goes on at :math:`e+1`."""
+        super().train(mode)
+        if mode:
+            self.pre_epoch_processing(self.epochs_started)
+            self.epochs_started += 1
+        return self
+
+    def pre_epoch_processing(self, epoch: int) -> None:
+        """Per-epoch work of the model (MMRec's hook of that name); nothing by default."""
+
+    def epoch_generator(self, epoch: int, device=None) -> torch.Generator:
+        r"""A random generator for epoch ``epoch``, seeded from RecBole's ``seed`` and ``epoch``
+        only: per-epoch sampling is then the same in every run with that seed, whatever
+        else drew from the global generator before it."""
+        seed = self._config["seed"]
+        seed = 0 if seed is None else int(seed)
+        state = np.random.SeedSequence([seed, int(epoch)]).generate_state(2, dtype=np.uint32)
+        generator = torch.Generator(device=device if device is not None else "cpu")
+        generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+        return generator
 
     # -- scoring --------------------------------------------------------------------------
     def all_embeddings(self) -> Tuple[Tensor, Tensor]:
