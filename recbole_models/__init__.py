@@ -37,8 +37,12 @@ def get_model(name: str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     if name in MODELS:
         return MODELS[name]
+    import torch
     from recbole.utils import get_model as recbole_get_model
 
+    # Importing RecBole's sequential SINE module switches autograd anomaly mode on for the
+    # whole process (slower, and NaN-strict) as a side effect; a lookup must not do that.
+    anomaly = torch.is_anomaly_enabled()
     try:
         return recbole_get_model(name)
     except ModuleNotFoundError as err:
@@ -48,6 +52,8 @@ def get_model(name: str):
             raise
         raise ValueError(f"`model` [{name}] is neither one of ours ({sorted(MODELS)}) "
                          f"nor a RecBole model") from err
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
 
 
 def model_yaml(name: str):
