@@ -8,7 +8,9 @@
 #   4. (background, when .xcheck/run_device.sh exists) the cross-check against the MMRec
 #      reference code (not part of this repository: see docs/baselines.md).
 # Run from the repository root, with wheels for what the GPU image lacks in .whl/
-# (recbole 1.2.1, numpy<2, pandas<3, colorlog, colorama, texttable; see docs/benchmarks.md):
+# (recbole 1.2.1, pandas<3 with pytz and tzdata, colorlog, colorama, texttable). The image's
+# SciPy needs NumPy 2, on which RecBole 1.2.1 fails (np.float_): benchmarks/device_sitecustomize.py
+# restores the removed NumPy 1 aliases in those processes instead of downgrading NumPy.
 #   carry: .whl data/ml-100k/ml-100k.itememb data/ml-100k/ml-100k.useremb [.xcheck]
 # Everything lands in $OUT/device.tar.gz (the device tool returns at most 8 files) and the
 # summary is printed last.
@@ -26,6 +28,7 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
+  cp benchmarks/device_sitecustomize.py /tmp/site/sitecustomize.py
   export PYTHONPATH=/tmp/site:$PWD
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"

@@ -11,10 +11,10 @@ Stages (each skips what is already done):
    training history (the no-LLM baseline);
 5. RecBole runs under one protocol (data/ml-100k.yaml: the same split, evaluator,
    seed, early stopping and epoch limit for every row); a Markdown table and a PNG
-   plot. By default the quick runs of :data:`RUNS` (MLLMRec, its no-LLM and
-   learnable-user variants, BPR: a first look in about 10 minutes from a fresh
-   clone on 2 cores, install included); ``--full`` runs them all (ablations,
-   LightGCN, +UI-GCN: about half an hour); ``--runs`` names any.
+   plot. By default the quick runs of :data:`RUNS` (MLLMRec, its no-LLM variant,
+   BPR and the multimodal baselines VBPR and FREEDOM: a first look in about 12
+   minutes from a fresh clone on 2 cores, install included); ``--full`` runs them
+   all (ablations, LightGCN, +UI-GCN); ``--runs`` names any.
 """
 import json
 import os
@@ -27,12 +27,14 @@ import sys
 RUNS = [
     ("MLLMRec", True),
     ("MLLMRec (history text)", True),
-    ("MLLMRec w/o RS", True),
+    ("MLLMRec w/o RS", False),
     ("MLLMRec w/o GD", False),
     ("MLLMRec w/o TE", False),
     ("MLLMRec w/o GCN", False),
     ("MLLMRec +UI-GCN", False),
     ("BPR", True),
+    ("VBPR", True),
+    ("FREEDOM", True),
     ("LightGCN", False),
 ]
 QUICK_RUNS = [name for name, quick in RUNS if quick]
