@@ -19,11 +19,13 @@ raw files right after RecBole reads them (before remapping), and raises a
 ``ValueError`` naming the file and line for each of these.
 """
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Optional
 
 import numpy as np
 from recbole.data.dataset import Dataset
 from recbole.utils import FeatureType
+
+from mllmrec_pyg.feature_file import write_feature_file  # noqa: F401 (the format's one home)
 
 __all__ = [
     "FeatureCheckedDataset",
@@ -198,34 +200,3 @@ def feature_matrix(dataset, id_field: str, expected_rows: int, what: str) -> np.
         raise ValueError(f"{what} features `{id_field}` have shape {matrix.shape}, "
                          f"expected [{expected_rows}, d] (one row per internal id)")
     return matrix
-
-
-def write_feature_file(path: str, id_field: str, value_field: str, tokens: Sequence[str],
-                       values: np.ndarray, fmt: str = "%.7g") -> None:
-    """Writes a feature file atomically (temporary file, then rename).
-
-    Args:
-        path: Destination, e.g. ``data/ml-100k/ml-100k.itememb``.
-        id_field / value_field: Column names, e.g. ``iid`` / ``item_emb``.
-        tokens: Original id tokens, one per row of ``values``.
-        values: ``[len(tokens), d]`` finite floats.
-        fmt: Number format (``%.7g`` keeps float32 precision).
-    """
-    values = np.asarray(values)
-    if values.ndim != 2 or values.shape[0] != len(tokens):
-        raise ValueError(f"{path}: values must be [{len(tokens)}, d], got {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{path}: refusing to write NaN or inf values")
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"{id_field}:token\t{value_field}:float_seq\n")
-            for token, row in zip(tokens, values):
-                token = str(token)
-                if "\t" in token or "\n" in token:
-                    raise ValueError(f"{path}: id token {token!r} contains a tab or newline")
-                f.write(token + "\t" + " ".join(fmt % v for v in row) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -58,7 +58,7 @@ def run(args) -> int:
         print(f"note: no {name}.train.inter; co-occurrence from all of {train}")
     feat_file = os.path.join(directory, f"{name}.{args.features}")
     if os.path.isfile(feat_file):
-        from mllmrec_pyg.datasets.mmrec import read_feature_file
+        from mllmrec_pyg.feature_file import read_feature_file
 
         tokens, values = read_feature_file(feat_file)  # an id on two rows is an error
         x = torch.from_numpy(values)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from mllmrec_pyg.datasets.atomic import (MARKER, SPLITS, check_output_dir, dataset_name, staged_directory,
                                          with_umask, write_dataset, write_table, write_yaml)
+from mllmrec_pyg.feature_file import read_feature_file, write_feature_file  # noqa: F401 (re-exported)
 from mllmrec_pyg.text.decode import read_table
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,6 @@ def import_mmrec(src: str, out_dir: str, name: Optional[str] = None, inter_file:
     Returns:
         the summary saved as ``<out_dir>/dataset.json``.
     """
-    from recbole_models.features import write_feature_file
 
     if not os.path.isdir(src):
         raise FileNotFoundError(f"{src}: no such MMRec directory")
@@ -235,38 +235,6 @@ def import_mmrec(src: str, out_dir: str, name: Optional[str] = None, inter_file:
                   inputs=(src, inter_path),
                   features=wired or None, write_features=write_features)
     return summary
-
-
-def read_feature_file(path: str) -> Tuple[list, np.ndarray]:
-    """Reads a RecBole feature file (docs/recbole.md) into ``(tokens, [n, d] float32)``.
-
-    Raises:
-        ValueError: a header other than ``<id>:token <value>:float_seq``, a row that is not
-            a list of numbers or differs in length, or an id on two rows, naming the file,
-            the line and the id.
-    """
-    frame = read_table(path)
-    if frame.shape[1] != 2 or not frame.columns[1].endswith(":float_seq"):
-        raise ValueError(f"{path}: expected two columns `<id>:token` and `<value>:float_seq`, "
-                         f"got {list(frame.columns)}")
-    tokens = frame.iloc[:, 0].tolist()
-    first: Dict[str, int] = {}
-    for number, token in enumerate(tokens, start=2):
-        if token in first:
-            raise ValueError(f"{path}, line {number}: id {token!r} appears twice (first on line "
-                             f"{first[token]}); one row per id")
-        first[token] = number
-    rows = []
-    for number, text in enumerate(frame.iloc[:, 1], start=2):
-        try:
-            rows.append(np.asarray(text.split(), dtype=np.float32))
-        except ValueError:
-            raise ValueError(f"{path}, line {number}: not a list of numbers") from None
-        if rows[-1].shape != rows[0].shape:
-            raise ValueError(f"{path}, line {number}: {rows[-1].size} values, line 2 has {rows[0].size}")
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return tokens, np.stack(rows)
 
 
 def _number_column(frame: pd.DataFrame, column: str, default: float) -> np.ndarray:

@@ -207,7 +207,7 @@ def encode_dataset(dataset_dir: str, name: Optional[str] = None, item_texts: Opt
     Returns ``{"item": path, "user": path}`` of the files written. The cache of
     finished chunks lives in ``<dataset_dir>/.encode_cache``.
     """
-    from recbole_models.features import write_feature_file
+    from mllmrec_pyg.feature_file import write_feature_file
 
     name = name or os.path.basename(os.path.normpath(dataset_dir))
     if user_texts == HISTORY_LEAKY and "leaky" not in user_suffix:
