@@ -39,9 +39,10 @@ RUNS = [
 ]
 QUICK_RUNS = [name for name, quick in RUNS if quick]
 FULL_RUNS = [name for name, _ in RUNS]
-# Runs that take ~4x the others; started first, so that with --jobs 2 they do not end
-# up running side by side after everything else has finished.
-SLOW_RUNS = ("LightGCN", "MLLMRec +UI-GCN", "MLLMRec (history text)")
+# Runs that take ~4x the others (FREEDOM: 451 s of the quick demo's 14 min when it
+# started third); started first, so that with --jobs 2 they do not end up running
+# after everything else has finished.
+SLOW_RUNS = ("FREEDOM", "LightGCN", "MLLMRec +UI-GCN", "MLLMRec (history text)")
 PREFERENCES = "ml-100k.preferences.gemma3-270m.jsonl"
 
 
