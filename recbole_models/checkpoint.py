@@ -51,6 +51,7 @@ from recbole.config import Config
 from recbole.utils import ModelType, init_seed
 
 from recbole_models import get_model
+from recbole_models.config import TypedLoader
 from recbole_models.trainer import decode_other_parameter
 
 __all__ = ["CheckpointConfig", "LoadedModel", "read_checkpoint", "load_model", "DERIVED_KEYS"]
@@ -73,21 +74,6 @@ DERIVED_KEYS = frozenset({
 SUPPORTED_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)
 
 
-class _TypedYAMLLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float, like RecBole's loader
-    (YAML 1.1 wants ``1.0e-3``); unlike RecBole's ``FullLoader`` it builds no objects."""
-
-
-_TypedYAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:
-        [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
 
 
 class CheckpointConfig(Config):
@@ -131,7 +117,7 @@ class CheckpointConfig(Config):
         for path in file_list or []:
             with open(path, encoding="utf-8") as f:
                 try:
-                    loaded = yaml.load(f, Loader=_TypedYAMLLoader)
+                    loaded = yaml.load(f, Loader=TypedLoader)
                 except yaml.YAMLError as err:
                     raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
             if loaded is None:

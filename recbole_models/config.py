@@ -38,11 +38,13 @@ class ConfigError(ValueError):
     """A configuration mistake, with a message naming the file, key or argument."""
 
 
-class _Loader(yaml.SafeLoader):
-    """``SafeLoader`` with RecBole's float resolver, so ``1e-3`` reads as a float as in RecBole."""
+class TypedLoader(yaml.SafeLoader):
+    """``SafeLoader`` with RecBole's float resolver, so ``1e-3`` reads as a float as in RecBole
+    (YAML 1.1 wants ``1.0e-3``); unlike RecBole's ``FullLoader`` it builds no objects. The one
+    YAML loader of our runner, checkpoint loader and sweeps."""
 
 
-_Loader.add_implicit_resolver(
+TypedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:
      [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -52,12 +54,13 @@ _Loader.add_implicit_resolver(
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
+_Loader = TypedLoader
 
 
 def load_yaml_text(text: str, where: str):
     """Typed data from YAML text (safe: plain scalars, lists and mappings only)."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=TypedLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: invalid YAML: {' '.join(str(err).split())}") from None
 
@@ -126,7 +129,7 @@ def known_keys() -> frozenset:
               if os.path.basename(f) != "variants.yaml"]
     for path in files:
         with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_Loader)
+            data = yaml.load(f, Loader=TypedLoader)
         if isinstance(data, dict):
             keys.update(str(k) for k in data)
     return frozenset(keys)

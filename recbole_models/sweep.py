@@ -27,7 +27,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 import tempfile
 import time
@@ -35,22 +34,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
+from recbole_models.config import TypedLoader
+
 __all__ = ["Point", "ResultStore", "parse_value", "check_typed", "point_key", "run_points", "mean_std",
            "no_command_line", "load_yaml_file"]
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` reading ``1e-3`` as a float, as RecBole's loader does."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:
-     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
 
 
 def parse_value(text: str, where: str):
@@ -58,7 +47,7 @@ def parse_value(text: str, where: str):
     (``0.7`` → float, ``10`` → int, ``~``/``null`` → ``None``, ``true`` → bool,
     ``[a, b]`` → list). ``where`` names the argument in error messages."""
     try:
-        value = yaml.load(text, Loader=_Loader)
+        value = yaml.load(text, Loader=TypedLoader)
     except yaml.YAMLError as err:
         raise ValueError(f"{where}: {text!r} is not a YAML value ({str(err).splitlines()[0]})") from None
     return value
@@ -155,7 +144,7 @@ def load_yaml_file(path: str):
     """Typed data from a YAML file (safe loader, ``1e-3`` is a float); errors name the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=_Loader)
+            return yaml.load(f, Loader=TypedLoader)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     except OSError as err:
