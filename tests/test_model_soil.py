@@ -132,3 +132,23 @@ def test_runs_through_the_runner(tmp_path, modalities):
     config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path), modalities=modalities)
     result = run_recbole("SOIL", "tinymm", [config_file], dict(OVERRIDES, epochs=1), saved=True)
     assert 0.0 <= result["test_result"]["recall@20"] <= 1.0
+
+
+def test_interest_graph_in_chunks_equals_one_pass(monkeypatch):
+    """The pair similarities are gathered in chunks (one pass needs ~40 GB at Baby size)."""
+    from recbole_models.model import soil
+
+    torch.manual_seed(0)
+    x = F.normalize(torch.rand(30, 8), dim=1)
+    users = torch.randint(0, 6, (40,))
+    items = torch.randint(0, 30, (40,))
+    cols = torch.randint(-1, 30, (6, 5))
+    whole = soil.interest_graph(x, users, items, cols).to_dense()
+    monkeypatch.setattr(soil, "BLOCK_ELEMENTS", 8 * 7)   # 7 pairs per chunk
+    torch.testing.assert_close(soil.interest_graph(x, users, items, cols).to_dense(), whole)
+    dense = torch.zeros(30, 30)
+    for u, i in zip(users.tolist(), items.tolist()):
+        for c in cols[u].tolist():
+            if c >= 0 and float(x[i] @ x[c]) > 0:
+                dense[i, c] += float(x[i] @ x[c])
+    torch.testing.assert_close(whole, dense)
