@@ -126,6 +126,9 @@ class SafeCheckpointMixin:
     best_epoch = -1
 
     def __init__(self, config, model):
+        # RecBole's ensure_dir checks, then creates: two ranks starting together race on
+        # it (FileExistsError seen in CI with --nproc 2); exist_ok makes it idempotent.
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         cpu_ddp = not config["single_spec"] and config["device"].type == "cpu"
         if cpu_ddp:
             # RecBole wraps the model in DistributedDataParallel(device_ids=[local_rank]),
