@@ -180,10 +180,9 @@ class LGMRec(MultimodalRecommender):
             self.hyper[m] = nn.Parameter(nn.init.xavier_uniform_(torch.empty(x.size(1), self.hyper_num)))
         self.drop = nn.Dropout(p=1.0 - self.keep_rate)
 
-        ui = self.user_item_adjacency().coalesce()
-        row, col = ui.indices()
-        self.register_buffer("ui_edge_index", torch.stack([col, row]), persistent=False)
-        self.register_buffer("ui_edge_weight", ui.values(), persistent=False)
+        # A sparse adjacency (PyG's spmm path), not edge_index messages: several times
+        # faster per batch on CPU; symmetric, so it is its own adj_t.
+        self.register_sparse("ui_adj", self.user_item_adjacency())
         self.register_buffer("inter_user", self.inter_index[0].clone(), persistent=False)
         self.register_buffer("inter_item", self.inter_index[1].clone(), persistent=False)
         pad_mask = torch.ones(self.n_items, 1)
@@ -203,14 +202,15 @@ class LGMRec(MultimodalRecommender):
         x = torch.cat([self.user_embedding, self.item_embedding])
         if self.cf_model == "mf":
             return x
-        return self.cge_propagate(x, self.ui_edge_index, self.ui_edge_weight)
+        return self.cge_propagate(x, self.sparse("ui_adj"))
 
     def modality_graph(self, m: str) -> Tensor:
         """MGE of modality ``m``: ``[n_users + n_items, d]``."""
         items = getattr(self, f"features_{m}") @ self.projection[m]
         h = torch.cat([self._users_from_items(items, "mean"), items])
+        adj = self.sparse("ui_adj")
         for _ in range(self.n_mm_layers):
-            h = self.mm_conv(h, self.ui_edge_index, self.ui_edge_weight)
+            h = self.mm_conv(h, adj)
         return h
 
     def hyperedge_assignments(self, m: str) -> Tuple[Tensor, Tensor]:
