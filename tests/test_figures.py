@@ -12,7 +12,8 @@ import torch
 from mllmrec_pyg.datasets.mmrec import read_feature_file
 from recbole_models.figures.__main__ import main as figures_main
 from recbole_models.figures.edge_hist import edge_histogram
-from recbole_models.figures.representations import alignment, load_checkpoint, representations, uniformity
+from recbole_models.checkpoint import load_model
+from recbole_models.figures.representations import alignment, representations, uniformity
 from recbole_models.run import run_recbole
 from tests.recbole_data import write_tiny_dataset
 
@@ -68,6 +69,12 @@ def test_edge_hist_cli(tmp_path, capsys):
     assert "plain k-NN (k=4)" in text and "edges removed by the threshold" in text and os.path.isfile(out)
     assert figures_main(["edge-hist", "--dataset-dir", str(tmp_path / "nope"), "--out", out]) == 2
     assert "no such feature file" in capsys.readouterr().err
+
+
+def load_checkpoint(path, config_files=None):
+    """What ``figures tsne`` does with each checkpoint."""
+    loaded = load_model(path, config_files=config_files, device="cpu")
+    return loaded.model, loaded.config, loaded.splits
 
 
 @pytest.mark.parametrize("name", ["MLLMRec", "BPR", "LightGCN"])

@@ -29,76 +29,16 @@ Which vectors are "the representation" (the vectors the model scores with,
 Anything else is refused with a message naming the model. Row 0 (RecBole's
 ``[PAD]``) is never a user or item and is left out.
 
-Loading: :func:`load_checkpoint` is a minimal loader written for the figures (the
-shared loader of ``recbole_models.checkpoint`` was not on main yet); it can be
-swapped for that one (its ``model``, ``config`` and split datasets are all the
-figures use).
+Loading is :func:`recbole_models.checkpoint.load_model` (weights only, no ``eval``).
 """
-import os
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["load_checkpoint", "representations", "alignment", "uniformity", "positive_pairs"]
-
-# Stored config keys that RecBole derives itself (given back they would be wrong) or
-# that describe the machine of the training run, not the model.
-_DERIVED = frozenset({
-    "model", "dataset", "data_path", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_metric_bigger",
-    "valid_neg_sample_args", "test_neg_sample_args", "device", "single_spec", "local_rank", "nproc",
-    "world_size", "ip", "port", "offset", "gpu_id", "checkpoint_dir", "use_gpu",
-})
-
-
-def load_checkpoint(path: str, config_files: Optional[Sequence[str]] = None):
-    """The model of a checkpoint written by :mod:`recbole_models.run`, in eval mode, on
-    the CPU; returns ``(model, config, splits)`` with ``splits`` the RecBole datasets
-    ``{"train", "valid", "test"}`` of the training run (the model is built on "train").
-
-    The checkpoint is read with ``torch.load(weights_only=True)``. Its stored config
-    gives the model and dataset names and every non-string value (hyper-parameters,
-    lists, mappings); stored STRINGS are dropped, never handed to RecBole's ``Config``
-    (which would ``eval`` them): string settings (``data_path``, field names) come from
-    ``config_files`` (the dataset's YAML) and the model's default YAML.
-
-    Args:
-        path: the ``.pth`` checkpoint.
-        config_files: the dataset YAML(s) the model was trained with.
-    """
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models import get_model
-    from recbole_models.features import create_dataset
-    from recbole_models.run import make_config
-    from recbole_models.sweep import no_command_line
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "state_dict" not in state:
-        raise ValueError(f"{path}: not a checkpoint of recbole_models.run (no `config` / `state_dict`)")
-    stored = state["config"]
-    name, dataset_name = stored.get("model"), stored.get("dataset")
-    if not isinstance(name, str) or not isinstance(dataset_name, str):
-        raise ValueError(f"{path}: the stored config names no model/dataset")
-    typed = {k: v for k, v in stored.items() if k not in _DERIVED and not isinstance(v, str)}
-    with no_command_line():
-        config = make_config(name, dataset_name, list(config_files or []) or None,
-                             dict(typed, use_gpu=False, gpu_id=""))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    model = get_model(name)(config, train._dataset)
-    model.load_state_dict(state["state_dict"])
-    if state.get("other_parameter"):
-        model.load_other_parameter(state["other_parameter"])
-    model.eval()
-    return model, config, {"train": train._dataset, "valid": valid._dataset, "test": test._dataset}
-
+__all__ = ["representations", "alignment", "uniformity", "positive_pairs"]
 
 @torch.no_grad()
 def representations(model) -> Tuple[Tensor, Tensor]:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from recbole_models.figures.representations import (alignment, load_checkpoint, positive_pairs,
+from recbole_models.checkpoint import load_model
+from recbole_models.figures.representations import (alignment, positive_pairs,
                                                     representations, uniformity)
 
 __all__ = ["tsne_figure"]
@@ -58,7 +59,8 @@ def tsne_figure(checkpoints: Sequence[str], out: str, config_files: Optional[Seq
         raise ValueError(f"pairs must be train, valid or test, got {pairs!r}")
     results, points, chosen, counts = [], [], None, None
     for k, path in enumerate(checkpoints):
-        model, config, splits = load_checkpoint(path, config_files)
+        loaded = load_model(path, config_files=config_files, device="cpu")
+        model, config, splits = loaded.model, loaded.config, loaded.splits
         users, items = representations(model)
         train = splits["train"]
         uid = train.uid_field
