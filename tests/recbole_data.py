@@ -90,3 +90,21 @@ def write_tiny_multimodal_dataset(root, name="tinymm", modalities=("image", "tex
     with open(config_file, "w") as f:
         yaml.safe_dump(config, f)
     return config_file, d, users, seen
+
+
+def build_model(model, config_file, dataset="tinymm", overrides=None):
+    """``(config, dataset, train loader, model)`` the way ``recbole_models.run`` builds them:
+    config, seed, dataset, splits, seed again, model on the training split."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_models import get_model
+    from recbole_models.features import create_dataset
+    from recbole_models.run import make_config
+
+    config = make_config(model, dataset, [config_file], overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    ds = create_dataset(config)
+    train, _, _ = data_preparation(config, ds)
+    init_seed(config["seed"], config["reproducibility"])
+    return config, ds, train, get_model(model)(config, train._dataset)

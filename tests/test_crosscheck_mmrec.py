@@ -22,9 +22,7 @@ import scipy.sparse as sp
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_models import get_model
-from recbole_models.run import make_config
-from tests.recbole_data import write_tiny_multimodal_dataset
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 MMREC_SRC = os.environ.get("MMREC_SRC")
 pytestmark = pytest.mark.skipif(not MMREC_SRC or not os.path.isdir(os.path.join(MMREC_SRC or "", "models")),
@@ -83,15 +81,7 @@ def config_file(tmp_path_factory):
 
 
 def build(config_file, name, overrides):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(name, "tinymm", [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    train, _, _ = data_preparation(config, create_dataset(config))
-    return get_model(name)(config, train._dataset)
+    return build_model(name, config_file, overrides=overrides)[3]
 
 
 class ReferenceData:

@@ -9,11 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, threshold_knn_graph
-from recbole_models import get_model
 from recbole_models.compare import load_variants, resolve
 from recbole_models.model.lattice import propagate
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_multimodal_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -22,15 +21,8 @@ def plain_argv(monkeypatch):
 
 
 def build(config_file, overrides=None, model="LATTICE"):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(model, "tinymm", [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    train, valid, test = data_preparation(config, create_dataset(config))
-    return config, train, get_model(model)(config, train._dataset)
+    config, _, train, m = build_model(model, config_file, overrides=overrides)
+    return config, train, m
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from recbole_models import get_model
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_multimodal_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -19,17 +18,7 @@ def plain_argv(monkeypatch):
 
 
 def build(config_file, overrides=None, model="LGMRec"):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(model, "tinymm", [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    ds = create_dataset(config)
-    train, valid, test = data_preparation(config, ds)
-    init_seed(config["seed"], config["reproducibility"])
-    return config, ds, train, get_model(model)(config, train._dataset)
+    return build_model(model, config_file, overrides=overrides)
 
 
 def dense_graphs(dataset, n_users, n_items):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_models import get_model
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_multimodal_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -17,17 +16,7 @@ def plain_argv(monkeypatch):
 
 
 def build(config_file, overrides=None, model="SLMRec"):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(model, "tinymm", [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    ds = create_dataset(config)
-    train, valid, test = data_preparation(config, ds)
-    init_seed(config["seed"], config["reproducibility"])
-    return config, ds, train, get_model(model)(config, train._dataset)
+    return build_model(model, config_file, overrides=overrides)
 
 
 def dense_normalized_graph(dataset, n_users, n_items):

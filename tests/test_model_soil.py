@@ -2,14 +2,12 @@
 the reference's per-user loops; +GR; runs through the runner."""
 import sys
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from recbole_models import get_model
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_multimodal_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -21,15 +19,8 @@ OVERRIDES = {"knn_k": 4, "knn_i": 3, "knn_a": 2}
 
 
 def build(config_file, overrides=None):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config("SOIL", "tinymm", [config_file], dict(OVERRIDES, **(overrides or {})))
-    init_seed(config["seed"], config["reproducibility"])
-    train, _, _ = data_preparation(config, create_dataset(config))
-    return train, get_model("SOIL")(config, train._dataset)
+    _, _, train, m = build_model("SOIL", config_file, overrides=dict(OVERRIDES, **(overrides or {})))
+    return train, m
 
 
 def sym_norm(a):

@@ -5,9 +5,8 @@ import sys
 import pytest
 import torch
 
-from recbole_models import get_model
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_multimodal_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -16,16 +15,7 @@ def plain_argv(monkeypatch):
 
 
 def build(config_file, dataset="tinymm", overrides=None, model="VBPR"):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(model, dataset, [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    ds = create_dataset(config)
-    train, valid, test = data_preparation(config, ds)
-    return config, ds, train, get_model(model)(config, train._dataset)
+    return build_model(model, config_file, dataset, overrides)
 
 
 def test_score_is_id_part_plus_content_part(tmp_path):

@@ -16,8 +16,8 @@ from mllmrec_pyg.transforms import JaccardCooccurrence, ThresholdKNN, Union
 from recbole_models import MLLMRec, get_model
 from recbole_models.compare import compare, load_variants, markdown_table, resolve
 from recbole_models.compare import main as compare_main
-from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import write_tiny_dataset
+from recbole_models.run import run_recbole
+from tests.recbole_data import build_model, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,16 +34,7 @@ def tiny(tmp_path):
 
 
 def build(config_file, overrides=None, model="MLLMRec"):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_models.features import create_dataset
-
-    config = make_config(model, "tiny", [config_file], overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    return config, dataset, train, get_model(model)(config, train._dataset)
+    return build_model(model, config_file, "tiny", overrides)
 
 
 def test_registry_falls_back_to_recbole():
