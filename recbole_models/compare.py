@@ -202,7 +202,7 @@ def fingerprint(model: str, dataset: str, config_file_list, config_dict: dict) -
 def compare(names: List[str], dataset: str, config_file_list=None, config_dict=None,
             variants: Optional[Dict[str, dict]] = None, saved: bool = True, jobs: int = 0,
             on_result: Optional[Callable[[Dict], None]] = None, seeds: Optional[Iterable[int]] = None,
-            previous: Optional[Iterable[Dict]] = None) -> List[Dict]:
+            previous: Optional[Iterable[Dict]] = None, train: bool = True) -> List[Dict]:
     """Trains and tests every (name, seed); returns their results in the order of
     ``names`` then ``seeds``: each RecBole result dict with ``name``, ``seed``,
     ``best_epoch``, ``train_time`` and ``fingerprint``, or for a failed run
@@ -222,6 +222,8 @@ def compare(names: List[str], dataset: str, config_file_list=None, config_dict=N
             the config's seed (``seed`` is then ``None`` in the result).
         previous: results of earlier runs; a successful one with the same name, seed
             and :func:`fingerprint` is reused instead of training again.
+        train: ``False`` trains nothing: the result is the ``previous`` runs that match,
+            in the same order, and a (name, seed) without one is left out.
     """
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
         raise ValueError(f"jobs must be an integer >= 0, got {jobs!r}")
@@ -249,6 +251,8 @@ def compare(names: List[str], dataset: str, config_file_list=None, config_dict=N
                 run_dict = dict(settings) if seed is None else dict(settings, seed=seed)
                 tasks.append((key, (name, model, seed, dataset, config_file_list, run_dict, saved)))
 
+    if not train:
+        return [results[key] for key in order if key in results]
     # Seed-major: every name's first seed trains before any name's second, so a sweep cut
     # short (or killed, then --resume'd later) has whole seeds to compare, not whole names.
     tasks.sort(key=lambda task: seed_list.index(task[0][1]))
@@ -342,6 +346,9 @@ def main(argv=None) -> int:
     existing.add_argument("--overwrite", action="store_true", help="replace existing results of --out")
     existing.add_argument("--resume", action="store_true",
                           help="keep the finished runs in <out>.jsonl and train only the others")
+    existing.add_argument("--report", action="store_true",
+                          help="train nothing: write the table of the finished runs in <out>.jsonl "
+                               "(a sweep still running or cut short) and list the missing ones")
     add_common_arguments(parser)
     for flag in ("--nproc", "--world_size", "--ip", "--port", "--group_offset"):
         parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
@@ -361,7 +368,9 @@ def main(argv=None) -> int:
     out = args.out or os.path.join("results", f"{args.dataset}.md")
     stem = os.path.splitext(out)[0]
     paths = [out, stem + ".json", stem + ".jsonl"]
-    if not (args.overwrite or args.resume):
+    if args.report and not os.path.exists(paths[2]):
+        raise ConfigError(f"{paths[2]}: no results to report (--report reads the finished runs there)")
+    if not (args.overwrite or args.resume or args.report):
         there = [p for p in paths if os.path.exists(p)]
         if there:
             raise ConfigError(f"{there[0]} exists: pass --overwrite to replace the results, "
@@ -372,8 +381,8 @@ def main(argv=None) -> int:
     model, first = resolve(args.models[0], variants)
     config = make_config(model, args.dataset, args.config_files, dict(first, **overrides))
     metrics, valid = computed_metrics(config), config["valid_metric"]
-    previous = read_results(paths[2]) if args.resume else []
-    log = ResultLog(paths[2])
+    previous = read_results(paths[2]) if (args.resume or args.report) else []
+    log = None if args.report else ResultLog(paths[2])
 
     def report(result):
         log(result)
@@ -383,15 +392,25 @@ def main(argv=None) -> int:
         print(f"-- {result['name']}{seed}: {status}", flush=True)
 
     results = compare(args.models, args.dataset, args.config_files, overrides, variants=variants,
-                      jobs=args.jobs, on_result=report, seeds=seed_list, previous=previous)
+                      jobs=args.jobs, on_result=report, seeds=seed_list, previous=previous,
+                      train=not args.report)
+    missing = []
+    if args.report:
+        have = {(r["name"], r.get("seed")) for r in results}
+        missing = [f"{n} (seed {s})" if s is not None else n
+                   for n in args.models for s in (seed_list or [None]) if (n, s) not in have]
+        print(f"{len(results)} finished run(s) in {paths[2]}"
+              + (f"; not finished: {', '.join(missing)}" if missing else ""))
     table = markdown_table(results, metrics, baseline=args.baseline, alpha=args.alpha)
     title = f"# {args.dataset}: test results (epoch chosen on valid {valid})"
     if seed_list is not None:
         title += f", mean ± std over seeds {seed_list}"
+        if args.report:
+            title += " (finished runs only: see the Seeds column)"
         if args.baseline:
             title += (f"; (difference to {args.baseline}, * two-sided paired t-test over seeds "
                       f"p < {args.alpha})")
-    write_atomic(out, f"{title}\n\n{table}\n")
+    write_atomic(out, f"{title}\n\n{table}\n" + (f"\nNot finished: {', '.join(missing)}.\n" if missing else ""))
     write_atomic(paths[1], json.dumps([{k: v for k, v in r.items() if k != "saved_model_file"}
                                        for r in results], indent=2, default=float))
     print(table)

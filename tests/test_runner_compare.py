@@ -175,3 +175,32 @@ def test_read_results_drops_only_a_torn_last_line(tmp_path):
     path.write_text('{"name": "a"}\nnot json\n{"name": "c"}\n')
     with pytest.raises(ValueError, match="r.jsonl: line 2"):
         read_results(str(path))
+
+
+def test_report_tables_the_finished_runs_and_trains_nothing(tiny, tmp_path, capsys, monkeypatch):
+    config_file, _ = tiny
+    out = tmp_path / "p.md"
+    base = ["--dataset", "tiny", "--config_files", config_file, "--out", out, "--baseline", "Pop"]
+    # A sweep cut short: Pop has seeds 0 and 1, BPR only seed 0.
+    assert run_main("--models", "Pop", "BPR", "--seed_list", "0", *base) == 0
+    assert run_main("--models", "Pop", "--seed_list", "0", "1", "--resume", *base) == 0
+    capsys.readouterr()
+    import recbole_models.compare as compare_module
+
+    def no_training(*args):
+        raise AssertionError("--report trained a run")
+
+    monkeypatch.setattr(compare_module, "_one_run", no_training)
+    assert run_main("--models", "Pop", "BPR", "--seed_list", "0", "1", "--report", *base) == 0
+    printed = capsys.readouterr().out
+    assert "3 finished run(s)" in printed and "not finished: BPR (seed 1)" in printed
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["Pop"].split("|")[2].strip() == "2/2" and rows["BPR"].split("|")[2].strip() == "1/1"
+    assert "finished runs only" in text and "Not finished: BPR (seed 1)." in text
+    assert len(read_results(str(tmp_path / "p.jsonl"))) == 3  # nothing appended
+    with pytest.raises(ValueError, match="--resume: not allowed with argument --report"):
+        compare_main(["--models", "Pop", "--dataset", "tiny", "--report", "--resume", "--out", str(out)])
+    assert run_main("--models", "Pop", "--dataset", "tiny", "--config_files", config_file, "--report",
+                    "--out", tmp_path / "none.md") != 0
+    assert "no results to report" in capsys.readouterr().err
