@@ -37,6 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from recbole_models.features import write_feature_file  # noqa: E402
+from benchmarks.synthetic import (BABY, clustered_features, write_long_tail_interactions,  # noqa: E402
+                                  write_user_features)
 
 DEFAULT_MODELS = ["MLLMRec", "VBPR", "LATTICE", "SLMRec", "FREEDOM", "LGMRec", "SMORE", "GUME", "SOIL",
                   "BPR", "LightGCN"]
@@ -66,34 +68,17 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def baby_dataset(root, n_users=19445, n_items=7050, n_inter=160792, seed=0):
+def baby_dataset(root, n_users=BABY["n_users"], n_items=BABY["n_items"], n_inter=BABY["n_inter"], seed=0):
     rng = np.random.default_rng(seed)
     name = "babymm"
     d = os.path.join(root, name)
     os.makedirs(d)
-    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    pop /= pop.sum()
-    activity = rng.pareto(2.0, n_users) + 1e-3
-    per_user = 5 + rng.multinomial(n_inter - 5 * n_users, activity / activity.sum())
-    rows = []
-    for u, m in enumerate(per_user):
-        m = min(int(m), n_items)
-        items = rng.choice(n_items, size=m, replace=False, p=pop)
-        n_test = max(1, int(round(m * 0.1)))
-        for pos, i in enumerate(items):
-            rows.append(("test" if pos < n_test else ("valid" if pos < 2 * n_test else "train"), u, i))
-    for split in ("train", "valid", "test"):
-        with open(os.path.join(d, f"{name}.{split}.inter"), "w") as f:
-            f.write("user_id:token\titem_id:token\n")
-            f.writelines(f"{u}\t{i}\n" for s, u, i in rows if s == split)
-    seen = sorted({i for _, _, i in rows})
+    rows, seen = write_long_tail_interactions(d, name, rng, n_users, n_items, n_inter, shuffle=False)
     for modality, dim in (("image", 4096), ("text", 384)):
-        centers = rng.normal(size=(50, dim))
-        x = centers[rng.integers(0, 50, n_items)] + 0.8 * rng.normal(size=(n_items, dim))
+        x = clustered_features(rng, n_items, dim)
         write_feature_file(os.path.join(d, f"{name}.{modality}emb"), f"{modality}_id", f"{modality}_emb",
                            seen, x[seen], fmt="%.4g")
-    write_feature_file(os.path.join(d, f"{name}.useremb"), "uid", "user_emb", list(range(n_users)),
-                       rng.normal(size=(n_users, 384)), fmt="%.4g")
+    write_user_features(os.path.join(d, f"{name}.useremb"), rng, n_users, fmt="%.4g")
     cfg = {
         "data_path": root, "benchmark_filename": ["train", "valid", "test"],
         "load_col": {"inter": ["user_id", "item_id"], "imageemb": ["image_id", "image_emb"],

@@ -29,6 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from recbole_models.features import write_feature_file  # noqa: E402
+from benchmarks.synthetic import (BABY, clustered_features, write_long_tail_interactions,  # noqa: E402
+                                  write_user_features)
 
 
 class ReferenceForward(nn.Module):
@@ -56,34 +58,16 @@ class ReferenceForward(nn.Module):
         return e_u[users] @ e_i.t()
 
 
-def long_tail_dataset(root, n_users=19445, n_items=7050, n_inter=160792, dim=384, seed=0):
+def long_tail_dataset(root, n_users=BABY["n_users"], n_items=BABY["n_items"], n_inter=BABY["n_inter"],
+                      dim=384, seed=0):
     rng = np.random.default_rng(seed)
     name = "babysize"
     d = os.path.join(root, name)
     os.makedirs(d)
-    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    pop /= pop.sum()
-    activity = rng.pareto(2.0, n_users) + 1e-3
-    per_user = 5 + rng.multinomial(n_inter - 5 * n_users, activity / activity.sum())
-    rows = []
-    for u, m in enumerate(per_user):
-        m = min(int(m), n_items)
-        items = rng.choice(n_items, size=m, replace=False, p=pop)
-        rng.shuffle(items)
-        n_test = max(1, int(round(m * 0.1)))
-        for pos, i in enumerate(items):
-            split = "test" if pos < n_test else ("valid" if pos < 2 * n_test else "train")
-            rows.append((split, u, i))
-    for split in ("train", "valid", "test"):
-        with open(os.path.join(d, f"{name}.{split}.inter"), "w") as f:
-            f.write("user_id:token\titem_id:token\n")
-            f.writelines(f"{u}\t{i}\n" for s, u, i in rows if s == split)
-    seen_items = sorted({i for _, _, i in rows})
-    centers = rng.normal(size=(50, dim))
-    x = centers[rng.integers(0, 50, n_items)] + 0.8 * rng.normal(size=(n_items, dim))
+    rows, seen_items = write_long_tail_interactions(d, name, rng, n_users, n_items, n_inter, shuffle=True)
+    x = clustered_features(rng, n_items, dim)
     write_feature_file(os.path.join(d, f"{name}.itememb"), "iid", "item_emb", seen_items, x[seen_items])
-    write_feature_file(os.path.join(d, f"{name}.useremb"), "uid", "user_emb", list(range(n_users)),
-                       rng.normal(size=(n_users, dim)))
+    write_user_features(os.path.join(d, f"{name}.useremb"), rng, n_users, dim)
     return name, len(rows)
 
 
