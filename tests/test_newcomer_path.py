@@ -235,3 +235,36 @@ def test_recbole_future_warnings_are_silenced_and_only_those(tmp_path):
     assert "FutureWarning: ours" in done.stderr
     warned = [line for line in done.stderr.splitlines() if "FutureWarning" in line]
     assert not [line for line in warned if f"{os.sep}recbole{os.sep}" in line], warned
+
+
+def test_demo_bar_chart_has_seed_error_bars(tmp_path, monkeypatch):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from mllmrec_pyg.cli import demo
+
+    calls = []
+    original = Axes.bar
+
+    def recording_bar(self, x, height, *args, **kwargs):
+        calls.append((list(height), kwargs.get("yerr")))
+        return original(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", recording_bar)
+    rng = np.random.default_rng(0)
+    scores = {"MLLMRec": rng.uniform(0.2, 0.3, 3), "BPR": rng.uniform(0.3, 0.4, 3)}
+    results = [{"name": n, "seed": s, "test_result": {"recall@20": v, "ndcg@20": v / 2}}
+               for n, vs in scores.items() for s, v in zip((1, 2, 3), vs)]
+    path = str(tmp_path / "bars.png")
+    demo.plot(results, path)
+    assert os.path.getsize(path) > 10_000
+    (r_means, r_err), (n_means, n_err) = calls
+    np.testing.assert_allclose(r_means, [scores["MLLMRec"].mean(), scores["BPR"].mean()])
+    np.testing.assert_allclose(r_err, [scores["MLLMRec"].std(ddof=1), scores["BPR"].std(ddof=1)])
+    np.testing.assert_allclose(n_err, np.array(r_err) / 2)
+    calls.clear()
+    demo.plot([r for r in results if r["seed"] == 1], path)  # one seed: no error bars
+    assert all(err is None for _, err in calls)

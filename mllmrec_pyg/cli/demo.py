@@ -63,6 +63,9 @@ def register(subparsers) -> None:
                        help=f"all runs: {', '.join(FULL_RUNS)} (about half an hour on 2 cores)")
     which.add_argument("--runs", nargs="+", default=None, metavar="NAME",
                        help=f"models and variants to compare (default, the quick runs: {', '.join(QUICK_RUNS)})")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every run with N seeds (the YAML's seed, +1, ...): the table gives mean ± std "
+                        "and the bar chart error bars (default 1: a smoke run, no error bars)")
     p.add_argument("--regenerate", action="store_true",
                    help="regenerate the preference texts with the LLM stage (Gemma 3 270M, slow on CPU)")
     p.add_argument("--graph-only", action="store_true", help="stop after the graph statistics")
@@ -92,22 +95,32 @@ def protocol(config_file: str) -> str:
 
 
 def plot(results, path: str) -> None:
+    """Bar chart of test Recall@20 and NDCG@20 per name: the mean over the name's seeds,
+    with ± one standard deviation (ddof 1) as error bars when it has several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    names = [r["name"] for r in results]
+    names = list(dict.fromkeys(r["name"] for r in results))
+    n_seeds = {n: sum(r["name"] == n for r in results) for n in names}
     metrics = [("recall@20", "Recall@20"), ("ndcg@20", "NDCG@20")]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
     width = 0.38
     for k, (key, label) in enumerate(metrics):
+        values = [np.array([r["test_result"][key] for r in results if r["name"] == n]) for n in names]
+        means = [v.mean() for v in values]
+        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
         xs = [i + (k - 0.5) * width for i in range(len(names))]
-        ax.bar(xs, [r["test_result"][key] for r in results], width, label=label)
+        ax.bar(xs, means, width, yerr=stds if max(n_seeds.values()) > 1 else None, capsize=3, label=label)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set_ylabel("test score (full ranking)")
-    ax.set_title("MovieLens-100k, RecBole protocol, training-only user histories")
+    most = max(n_seeds.values())
+    seeds = (f"mean ± std over {most} seeds" if min(n_seeds.values()) == most else
+             f"mean ± std over 1–{most} seeds") if most > 1 else "one seed (smoke run, no error bars)"
+    ax.set_title(f"MovieLens-100k, RecBole protocol, training-only user histories\n{seeds}")
     ax.legend()
     fig.tight_layout()
     tmp = path + ".tmp.png"
@@ -121,6 +134,8 @@ def run(args) -> int:
 
     if args.jobs < 1:  # checked before minutes of encoding, not at stage 5
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     runs = FULL_RUNS if args.full else (args.runs or QUICK_RUNS)
     data_dir = os.path.join(args.data, "ml-100k")
     config_file = os.path.join(args.data, "ml-100k.yaml")
@@ -173,19 +188,28 @@ def run(args) -> int:
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
     variants = load_variants([os.path.join(args.data, "ml-100k.variants.yaml")])
 
+    seeds = None
+    if args.seeds > 1:
+        import yaml
+
+        with open(config_file, encoding="utf-8") as f:
+            first = int(yaml.safe_load(f).get("seed", 2020))
+        seeds = list(range(first, first + args.seeds))
+
     def report(result):
         test = ", ".join(f"{k} {v:.4f}" for k, v in result["test_result"].items())
-        print(f"-- {result['name']}: test {test}; best epoch {result['best_epoch']}; "
+        seed = "" if result.get("seed") is None else f" (seed {result['seed']})"
+        print(f"-- {result['name']}{seed}: test {test}; best epoch {result['best_epoch']}; "
               f"{result['train_time']:.0f} s", flush=True)
 
     # Every run in its own process with one thread, whatever --jobs is: the table
     # is then the same on one core or four.
     order = sorted(runs, key=lambda name: name not in SLOW_RUNS)  # stable: slow ones first
     done = compare(order, "ml-100k", [config_file], variants=variants, jobs=args.jobs,
-                   config_dict=None if args.verbose else {"state": "WARNING"}, on_result=report)
-    by_name = {r["name"]: r for r in done}
-    results = [by_name[name] for name in runs]
-    table = markdown_table(results)
+                   config_dict=None if args.verbose else {"state": "WARNING"}, on_result=report,
+                   seeds=seeds)
+    results = [r for name in runs for r in done if r["name"] == name]
+    table = markdown_table(results, baseline="MLLMRec" if seeds and "MLLMRec" in runs else None)
     os.makedirs(args.out, exist_ok=True)
     md = os.path.join(args.out, "ml-100k.md")
     write_atomic(md, "# MovieLens-100k demo: test results\n\n" + protocol(config_file) + "\n\n" + table + "\n")
