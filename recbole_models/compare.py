@@ -151,7 +151,7 @@ def markdown_table(results: List[Dict], metrics: Optional[List[str]] = None,
                 cells.append(f"{vals[0]:.4f}")
                 continue
             mean, std = _mean_std(vals)
-            cell = f"{mean:.4f} ± {std:.4f}"
+            cell = f"{mean:.4f} ± {std:.4f}" if len(vals) > 1 else f"{mean:.4f}"  # one seed: no std
             if baseline and n != baseline:
                 diff, p, _ = paired_test(results, n, baseline, m)
                 if not math.isnan(diff):
