@@ -105,6 +105,7 @@ def plot(results, path: str) -> None:
 
     names = list(dict.fromkeys(r["name"] for r in results))
     n_seeds = {n: sum(r["name"] == n for r in results) for n in names}
+    most = max(n_seeds.values())
     metrics = [("recall@20", "Recall@20"), ("ndcg@20", "NDCG@20")]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
     width = 0.38
@@ -113,11 +114,10 @@ def plot(results, path: str) -> None:
         means = [v.mean() for v in values]
         stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
         xs = [i + (k - 0.5) * width for i in range(len(names))]
-        ax.bar(xs, means, width, yerr=stds if max(n_seeds.values()) > 1 else None, capsize=3, label=label)
+        ax.bar(xs, means, width, yerr=stds if most > 1 else None, capsize=3, label=label)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set_ylabel("test score (full ranking)")
-    most = max(n_seeds.values())
     seeds = (f"mean ± std over {most} seeds" if min(n_seeds.values()) == most else
              f"mean ± std over 1–{most} seeds") if most > 1 else "one seed (smoke run, no error bars)"
     ax.set_title(f"MovieLens-100k, RecBole protocol, training-only user histories\n{seeds}")
