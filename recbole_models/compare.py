@@ -14,8 +14,9 @@ seed). ``--key=value`` overrides apply to every run and win over a variant's.
 
 Results: every finished run (name, seed) is appended at once to ``<out>.jsonl``
 (one JSON object a line, with its error if it failed), so nothing finished is lost;
-at the end the table goes to ``<out>`` (Markdown) and stdout and the list to
-``<out>.json``. A failed run is a table row with its error in one line; the other
+at the end the table goes to ``<out>`` (Markdown) and stdout, the list to
+``<out>.json``, and a bar chart of the test metrics at the ``valid_metric``'s cut-off
+(mean, ± std over the seeds as error bars) to ``<out>.png``. A failed run is a table row with its error in one line; the other
 runs go on. Existing results are never overwritten silently: ``--overwrite``
 replaces them, ``--resume`` keeps every successful run already in the JSONL (made
 with the same settings) and trains only the rest. The columns are the test
@@ -50,6 +51,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from recbole_models import get_model
 from recbole_models.config import (ConfigError, check_keys, check_no_pickles, computed_metrics,
                                    load_yaml, split_config_files)
+from recbole_models.figures.bars import bar_chart
 from recbole_models.run import (ArgumentParser, add_common_arguments, cli, make_config, one_line, parse_args,
                                 quiet_recbole_warnings, run_recbole)
 
@@ -86,6 +88,14 @@ def header(metric: str) -> str:
     base, _, k = metric.partition("@")
     short = _SHORT.get(base.lower(), base.upper() if len(base) <= 4 else base)
     return f"{short}@{k}" if k else short
+
+
+def plotted_metrics(metrics: List[str], valid_metric: str) -> List[Tuple[str, str]]:
+    """The bar chart's ``(metric, label)`` pairs: those at the cut-off of ``valid_metric``
+    (``Recall@20`` → ``recall@20``, ``ndcg@20``), else the first two."""
+    _, _, k = valid_metric.partition("@")
+    chosen = [m for m in metrics if k and m.endswith(f"@{k}")] or metrics[:2]
+    return [(m, header(m)) for m in chosen]
 
 
 def _mean_std(values: List[float]) -> Tuple[float, float]:
@@ -367,7 +377,7 @@ def main(argv=None) -> int:
     variants = load_variants(args.variants)
     out = args.out or os.path.join("results", f"{args.dataset}.md")
     stem = os.path.splitext(out)[0]
-    paths = [out, stem + ".json", stem + ".jsonl"]
+    paths = [out, stem + ".json", stem + ".jsonl", stem + ".png"]
     if args.report and not os.path.exists(paths[2]):
         raise ConfigError(f"{paths[2]}: no results to report (--report reads the finished runs there)")
     if not (args.overwrite or args.resume or args.report):
@@ -413,8 +423,13 @@ def main(argv=None) -> int:
     write_atomic(out, f"{title}\n\n{table}\n" + (f"\nNot finished: {', '.join(missing)}.\n" if missing else ""))
     write_atomic(paths[1], json.dumps([{k: v for k, v in r.items() if k != "saved_model_file"}
                                        for r in results], indent=2, default=float))
+    written = [out, paths[1]]
+    if any(not r.get("error") for r in results):
+        bar_chart(results, paths[3], f"{args.dataset}: test scores (epoch chosen on valid {valid})",
+                  plotted_metrics(metrics, valid))
+        written.append(paths[3])
     print(table)
-    print(f"\nwritten: {out}")
+    print(f"\nwritten: {', '.join(written)}")
     return 0
 
 

@@ -199,8 +199,44 @@ def test_report_tables_the_finished_runs_and_trains_nothing(tiny, tmp_path, caps
     assert rows["Pop"].split("|")[2].strip() == "2/2" and rows["BPR"].split("|")[2].strip() == "1/1"
     assert "finished runs only" in text and "Not finished: BPR (seed 1)." in text
     assert len(read_results(str(tmp_path / "p.jsonl"))) == 3  # nothing appended
+    assert (tmp_path / "p.png").stat().st_size > 10_000  # the bar chart of the same runs
     with pytest.raises(ValueError, match="--resume: not allowed with argument --report"):
         compare_main(["--models", "Pop", "--dataset", "tiny", "--report", "--resume", "--out", str(out)])
     assert run_main("--models", "Pop", "--dataset", "tiny", "--config_files", config_file, "--report",
                     "--out", tmp_path / "none.md") != 0
     assert "no results to report" in capsys.readouterr().err
+
+
+def test_bar_chart_bars_are_seed_means_with_std_error_bars(tmp_path, monkeypatch):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from recbole_models.compare import plotted_metrics
+    from recbole_models.figures.bars import bar_chart
+
+    calls = []
+    original = Axes.bar
+
+    def recording_bar(self, x, height, *args, **kwargs):
+        calls.append((list(height), kwargs.get("yerr")))
+        return original(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", recording_bar)
+    assert plotted_metrics(["recall@10", "recall@20", "ndcg@10", "ndcg@20"], "Recall@20") == [
+        ("recall@20", "R@20"), ("ndcg@20", "N@20")]
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0.2, 0.3, 3), rng.uniform(0.3, 0.4, 2)
+    results = ([{"name": "A", "seed": s, "test_result": {"recall@20": v}} for s, v in zip((0, 1, 2), a)]
+               + [{"name": "B", "seed": s, "test_result": {"recall@20": v}} for s, v in zip((0, 1), b)]
+               + [{"name": "C", "seed": 0, "test_result": {}, "error": "ValueError: boom"}])
+    path = str(tmp_path / "c.png")
+    bar_chart(results, path, "tiny", [("recall@20", "R@20"), ("ndcg@20", "N@20")])
+    assert os.path.getsize(path) > 10_000
+    [(means, err)] = calls  # no run has ndcg@20: one series; the failed run C is no bar
+    np.testing.assert_allclose(means, [a.mean(), b.mean()])
+    np.testing.assert_allclose(err, [a.std(ddof=1), b.std(ddof=1)])
+    with pytest.raises(ValueError, match="no finished run"):
+        bar_chart(results[-1:], path, "tiny")

@@ -96,37 +96,11 @@ def protocol(config_file: str) -> str:
 
 def plot(results, path: str) -> None:
     """Bar chart of test Recall@20 and NDCG@20 per name: the mean over the name's seeds,
-    with ± one standard deviation (ddof 1) as error bars when it has several."""
-    import matplotlib
+    with ± one standard deviation (ddof 1) as error bars when it has several
+    (:func:`recbole_models.figures.bars.bar_chart`)."""
+    from recbole_models.figures.bars import bar_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(dict.fromkeys(r["name"] for r in results))
-    n_seeds = {n: sum(r["name"] == n for r in results) for n in names}
-    most = max(n_seeds.values())
-    metrics = [("recall@20", "Recall@20"), ("ndcg@20", "NDCG@20")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
-    width = 0.38
-    for k, (key, label) in enumerate(metrics):
-        values = [np.array([r["test_result"][key] for r in results if r["name"] == n]) for n in names]
-        means = [v.mean() for v in values]
-        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
-        xs = [i + (k - 0.5) * width for i in range(len(names))]
-        ax.bar(xs, means, width, yerr=stds if most > 1 else None, capsize=3, label=label)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("test score (full ranking)")
-    seeds = (f"mean ± std over {most} seeds" if min(n_seeds.values()) == most else
-             f"mean ± std over 1–{most} seeds") if most > 1 else "one seed (smoke run, no error bars)"
-    ax.set_title(f"MovieLens-100k, RecBole protocol, training-only user histories\n{seeds}")
-    ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    plt.close(fig)
+    bar_chart(results, path, "MovieLens-100k, RecBole protocol, training-only user histories")
 
 
 def run(args) -> int:
