@@ -143,3 +143,31 @@ def test_interest_graph_in_chunks_equals_one_pass(monkeypatch):
             if c >= 0 and float(x[i] @ x[c]) > 0:
                 dense[i, c] += float(x[i] @ x[c])
     torch.testing.assert_close(whole, dense)
+
+
+@pytest.mark.parametrize("modalities", [("image", "text"), ("text",)], ids=["image+text", "text"])
+def test_side_view_is_the_mean_of_specific_and_common_parts(tmp_path, modalities):
+    """Two modalities: the reference's (h_v + h_t - c) / 3. One: h / 2, not 0 (the
+    reference's formula read literally drops a lone modality's view)."""
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path), modalities=modalities)
+    _, model = build(config_file)
+    captured = {}
+    original = model.attention.forward
+
+    def spy(x):
+        out = original(x)
+        captured.setdefault("h", x.detach().clone())
+        return out
+
+    model.attention.forward = spy
+    with torch.no_grad():
+        final, side, content = model._forward()
+    h = captured["h"]
+    torch.testing.assert_close(final, content + side)
+    if len(modalities) == 2:
+        alpha = torch.softmax(model.attention(h).squeeze(-1), dim=0)
+        common = alpha[0, :, None] * h[0] + alpha[1, :, None] * h[1]
+        torch.testing.assert_close(side, (h[0] + h[1] - common) / 3)
+    else:
+        torch.testing.assert_close(side, h[0] / 2)
+        assert side.abs().sum() > 0

@@ -34,14 +34,19 @@ per modality :math:`\mathbf{h}^m_I = (\tilde{G}^m + \tilde{S}^m)^{L}
 :math:`\mathbf{h}^m_U = (\hat{R} + \hat{B}_{UI}/2)\, \mathbf{h}^m_I`; attention
 :math:`\alpha^m = \operatorname{softmax}_m(w^\top \tanh(W \mathbf{h}^m + b))`,
 :math:`\mathbf{c} = \sum_m \alpha^m \mathbf{h}^m`, side
-:math:`\mathbf{s} = (\sum_m \mathbf{h}^m - \mathbf{c}) / (M + 1)`; final
+:math:`\mathbf{s} = (\sum_m (\mathbf{h}^m - \mathbf{c}) + \mathbf{c}) / (M + 1)`
+(:func:`side_embedding`); final
 :math:`\mathbf{z} + \mathbf{s}`. Loss: BPR + ``cl_loss``·(InfoNCE(:math:`\mathbf{s}_{i^+},
 \mathbf{z}_{i^+}`) + InfoNCE(:math:`\mathbf{s}_u, \mathbf{z}_u`)) + ``cl_loss2``·
 (InfoNCE(final\ :sub:`u`, :math:`\mathbf{z}_{i^+}`) + InfoNCE(final\ :sub:`u`,
 :math:`\mathbf{s}_{i^+}`)), temperature 0.2.
 
 Modalities: any non-empty set (the reference needs image and text); with one
-modality the side vector is :math:`\mathbf{h}/2` and :math:`p_{ij} = s_{ij}`.
+modality the side vector is :math:`\mathbf{h}/2` and :math:`p_{ij} = s_{ij}`. Before
+2026-11-27 the code computed :math:`(\sum_m \mathbf{h}^m - \mathbf{c}) / (M + 1)`, the
+reference's formula read literally, which is 0 for one modality: text-only SOIL then
+had no side view (and its side/content InfoNCE a constant), so its ml-100k results of
+before that date are not SOIL's.
 
 Config keys (defaults in ``recbole_models/yaml/soil.yaml``): ``embedding_size``,
 ``knn_k``, ``knn_i`` (:math:`k_i`), ``knn_a`` (:math:`k_a`), ``n_ui_layers``,
@@ -98,6 +103,23 @@ def interest_graph(x_norm: Tensor, users: Tensor, items: Tensor, interest_cols: 
     keep = values > 0
     g = torch.sparse_coo_tensor(torch.stack([rows[keep], cols[keep]]), values[keep], (n, n))
     return g.coalesce()
+
+
+def side_embedding(h: Tensor, common: Tensor) -> Tensor:
+    r"""The attention fuser's output :math:`\mathbf{s} = \big(\sum_m (\mathbf{h}^m -
+    \mathbf{c}) + \mathbf{c}\big) / (M + 1)`: the mean of the :math:`M` modality-specific
+    parts and the common part. With the reference's two modalities this is its
+    :math:`(\mathbf{h}^v + \mathbf{h}^t - \mathbf{c}) / 3`; with one modality it is
+    :math:`\mathbf{h}/2`. (Read literally for any :math:`M`, the reference's
+    :math:`(\sum_m \mathbf{h}^m - \mathbf{c}) / (M + 1)` would be 0 for one modality,
+    since :math:`\mathbf{c} = \mathbf{h}` there, and silently drop the modality branch.)
+
+    Args:
+        h: ``[M, N, d]`` the modality views.
+        common: ``[N, d]`` their attention-weighted sum :math:`\mathbf{c}`.
+    """
+    m = h.size(0)
+    return (h.sum(dim=0) - (m - 1) * common) / (m + 1)
 
 
 class SOIL(MultimodalRecommender):
@@ -236,7 +258,7 @@ class SOIL(MultimodalRecommender):
         h = torch.stack(h)                                                  # [M, U+I, d]
         alpha = torch.softmax(self.attention(h).squeeze(-1), dim=0)
         common = (alpha.unsqueeze(-1) * h).sum(dim=0)
-        side = (h.sum(dim=0) - common) / (len(self.modalities) + 1)
+        side = side_embedding(h, common)
         return content + side, side, content
 
     def all_embeddings(self) -> Tuple[Tensor, Tensor]:
