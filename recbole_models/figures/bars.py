@@ -56,7 +56,7 @@ def bar_chart(results: List[Dict], path: str, title: str,
         values = [np.array([r["test_result"][key] for r in ok if r["name"] == n and key in r["test_result"]])
                   for n in names]
         means = [v.mean() if v.size else np.nan for v in values]
-        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
+        stds = [v.std(ddof=1) if v.size > 1 else np.nan for v in values]  # one seed: no bar, not a zero one
         xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(names))]
         ax.bar(xs, means, width, yerr=stds if max(counts) > 1 else None, capsize=3, label=label)
     ax.set_xticks(range(len(names)))
