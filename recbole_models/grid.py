@@ -4,7 +4,7 @@ r"""Hyper-parameter grid over any config keys, best point chosen on VALIDATION o
 
     python -m recbole_models.grid --model MLLMRec --dataset ml-100k \
         --config_files data/ml-100k.yaml \
-        --grid knn_threshold=0.3,0.5,0.7,0.9 --grid cooc_k=5,10,15,20 \
+        --grid knn_threshold=0.3,0.5,0.7,0.9 --grid cooc_k=5,10,20 \
         --seeds 2024 2025 2026 --jobs 4 --out results/grid/ml-100k-mllmrec
 
 Every combination of the ``--grid`` values is trained once per seed
