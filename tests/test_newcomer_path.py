@@ -237,23 +237,12 @@ def test_recbole_future_warnings_are_silenced_and_only_those(tmp_path):
     assert not [line for line in warned if f"{os.sep}recbole{os.sep}" in line], warned
 
 
-def test_demo_bar_chart_has_seed_error_bars(tmp_path, monkeypatch):
-    import matplotlib
+def test_demo_bar_chart_has_seed_error_bars(tmp_path, recorded_bars):
     import numpy as np
-
-    matplotlib.use("Agg")
-    from matplotlib.axes import Axes
 
     from mllmrec_pyg.cli import demo
 
-    calls = []
-    original = Axes.bar
-
-    def recording_bar(self, x, height, *args, **kwargs):
-        calls.append((list(height), kwargs.get("yerr")))
-        return original(self, x, height, *args, **kwargs)
-
-    monkeypatch.setattr(Axes, "bar", recording_bar)
+    calls = recorded_bars
     rng = np.random.default_rng(0)
     scores = {"MLLMRec": rng.uniform(0.2, 0.3, 3), "BPR": rng.uniform(0.3, 0.4, 3)}
     results = [{"name": n, "seed": s, "test_result": {"recall@20": v, "ndcg@20": v / 2}}

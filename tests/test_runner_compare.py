@@ -207,24 +207,13 @@ def test_report_tables_the_finished_runs_and_trains_nothing(tiny, tmp_path, caps
     assert "no results to report" in capsys.readouterr().err
 
 
-def test_bar_chart_bars_are_seed_means_with_std_error_bars(tmp_path, monkeypatch):
-    import matplotlib
+def test_bar_chart_bars_are_seed_means_with_std_error_bars(tmp_path, recorded_bars):
     import numpy as np
-
-    matplotlib.use("Agg")
-    from matplotlib.axes import Axes
 
     from recbole_models.compare import plotted_metrics
     from recbole_models.figures.bars import bar_chart
 
-    calls = []
-    original = Axes.bar
-
-    def recording_bar(self, x, height, *args, **kwargs):
-        calls.append((list(height), kwargs.get("yerr")))
-        return original(self, x, height, *args, **kwargs)
-
-    monkeypatch.setattr(Axes, "bar", recording_bar)
+    calls = recorded_bars
     assert plotted_metrics(["recall@10", "recall@20", "ndcg@10", "ndcg@20"], "Recall@20") == [
         ("recall@20", "R@20"), ("ndcg@20", "N@20")]
     rng = np.random.default_rng(1)
