@@ -201,7 +201,7 @@ def plot_grid(rows: List[Dict], best: int, valid_metric: str, test_metric: str, 
         title += "\n(red box: best mean valid score, chosen on validation only)"
     else:
         return None
-    fig.suptitle(f"{title} ({seeds_note})", fontsize=10)
+    fig.suptitle(f"{title}\n({seeds_note})", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=130)
