@@ -52,6 +52,7 @@ def bar_chart(results: List[Dict], path: str, title: str,
         raise ValueError(f"{path}: the runs have none of the metrics to plot")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 4))
     width = 0.8 / len(metrics)
+    series = []
     for k, (key, label) in enumerate(metrics):
         values = [np.array([r["test_result"][key] for r in ok if r["name"] == n and key in r["test_result"]])
                   for n in names]
@@ -59,12 +60,15 @@ def bar_chart(results: List[Dict], path: str, title: str,
         stds = [v.std(ddof=1) if v.size > 1 else np.nan for v in values]  # one seed: no bar, not a zero one
         xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(names))]
         ax.bar(xs, means, width, yerr=stds if max(counts) > 1 else None, capsize=3, label=label)
+        series.append((means, stds))
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([f"{n}\n({c} seed{'s' if c > 1 else ''})" if max(counts) > 1 else n
                         for n, c in zip(names, counts)], rotation=30, ha="right")
     ax.set_ylabel("test score (full ranking)")
     ax.set_title(f"{title}\n{seeds_label(counts)}")
-    ax.legend()
+    top = max(np.nanmax(np.array(m) + np.nan_to_num(np.array(e))) for m, e in series)
+    ax.set_ylim(0, top * 1.22)  # head room: the legend sits above the bars, not on them
+    ax.legend(loc="upper right", ncol=len(metrics))
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
