@@ -33,4 +33,3 @@ def recorded_bars(monkeypatch):
 
     monkeypatch.setattr(Axes, "bar", recording_bar)
     return calls
-
