@@ -60,10 +60,14 @@ reference code: it normalises the user-item attractive block with USER degrees
 indexed by ITEM ids (``deg_inv_sqrt[col]`` with ``deg`` of size ``n_users``: unrelated
 degrees, and an index error when there are more items than users) — here that block
 is the user-item block of :math:`\hat{B}`; negative similarities are left out of the
-interest graph and non-positive products out of the attractive edges (the reference's non-negative CNN/text features never produce them,
-random or centred features would give negative degrees and NaN); the attractive top-k
-is taken exactly from each item row's top :math:`k_a + \max_u |I_u|` (the same set up to
-ties).
+interest graph and non-positive products out of the attractive edges (the reference's
+non-negative CNN/text features never produce them, random or centred features would give
+negative degrees and NaN); the reference's normalisation (``get_sparse_laplacian`` of its
+``utils/utils.py``) raises every normalised weight :math:`\le 10^{-7}`, negative ones
+included, to :math:`10^{-7}`, not done here (negligible with non-negative features); the
+attractive top-k is taken exactly from each item row's top :math:`k_a + \max_u |I_u|`
+(the same set up to ties). ``tests/test_crosscheck_soil.py`` checks the rest against the
+reference class.
 """
 from typing import Dict, Tuple
 

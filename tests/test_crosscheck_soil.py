@@ -1,0 +1,210 @@
+"""SOIL against the reference class of the authors' MMRec fork, same weights.
+
+Runs only where a copy of the reference is given (nothing of it is in this
+repository); SOIL_SRC names the folder that holds its ``models/`` and ``utils/``::
+
+    git clone https://github.com/MrShouxingMa/SOIL /tmp/SOIL
+    SOIL_SRC=/tmp/SOIL pytest tests/test_crosscheck_soil.py
+
+Built like ``tests/test_crosscheck_mmrec.py`` (a stand-in base class, ``.cuda()`` a
+no-op, the reference's item ``i`` is our item ``i + 1``; self-contained). The features are made
+non-negative (like the reference's CNN features: a negative similarity is one of our
+documented differences) and there are more users than items (the reference indexes user
+degrees by item ids when it normalises its user-item attractive block, which fails
+otherwise). Compared: the interest graphs, the k-NN similarity graphs, the raw attractive
+weights, the normalised attractive graph and the augmented propagation graph, the
+user-item block (after a one-line patch of the reference's degree bug), the final user
+and item embeddings, a batch's loss and its gradients.
+"""
+import importlib
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from recbole.data.interaction import Interaction
+from torch.nn import functional as F
+
+from recbole_models.features import write_feature_file
+from recbole_models.model.multimodal import normalize_adjacency
+from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+
+SOIL_SRC = os.environ.get("SOIL_SRC")
+pytestmark = pytest.mark.skipif(not SOIL_SRC or not os.path.isfile(os.path.join(SOIL_SRC or "", "models", "soil.py")),
+                                reason="set SOIL_SRC to the folder holding the SOIL reference's models/soil.py")
+
+KEYS = dict(knn_k=4, knn_i=3, knn_a=5, n_ui_layers=2, n_layers=1, cl_loss=0.1, cl_loss2=0.05, embedding_size=16)
+SHADOWED = ("common", "common.abstract_recommender", "torch_scatter", "utils", "utils.utils", "models", "models.soil")
+
+
+class ReferenceBase(torch.nn.Module):
+    """What the reference reads from MMRec's ``GeneralRecommender``."""
+
+    def __init__(self, config, dataset):
+        super().__init__()
+        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        self.batch_size = config["train_batch_size"]
+        self.device = "cpu"
+        self.v_feat, self.t_feat = dataset.v_feat, dataset.t_feat
+
+
+class ReferenceData:
+    """Our training data as the reference reads it (no [PAD] item), with the training
+    items per user that its loops read."""
+
+    def __init__(self, ours):
+        self.n_users, self.n_items = ours.n_users, ours.n_items - 1
+        self.v_feat = ours.modality_features["image"][1:].clone()
+        self.t_feat = ours.modality_features["text"][1:].clone()
+        u, i = ours.inter_index.numpy()
+        self.matrix = sp.coo_matrix((np.ones(u.size, dtype=np.float32), (u, i - 1)),
+                                    shape=(self.n_users, self.n_items))
+        self.history_items_per_u = {}
+        for user, item in zip(u.tolist(), (i - 1).tolist()):
+            self.history_items_per_u.setdefault(user, set()).add(item)
+
+    def inter_matrix(self, form="coo"):
+        return self.matrix
+
+
+def scatter_add(src, index, dim=0, dim_size=None):  # the one torch_scatter function the reference uses
+    return torch.zeros(dim_size, dtype=src.dtype).index_add(0, index, src)
+
+
+def batch(ours, n=64):
+    """One batch for ours and the reference (whose items are ours minus 1)."""
+    g = torch.Generator().manual_seed(0)
+    u, i = ours.inter_index
+    pick = torch.randperm(u.numel(), generator=g)[:n]
+    neg = torch.randint(1, ours.n_items, (n,), generator=g)
+    ours_batch = Interaction({ours.USER_ID: u[pick], ours.ITEM_ID: i[pick], ours.NEG_ITEM_ID: neg})
+    return ours_batch, torch.stack([u[pick], i[pick] - 1, neg - 1])
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+
+
+@pytest.fixture(scope="module")
+def reference_module():
+    """The reference's ``models.soil`` module (its ``utils``/``models`` names shadow
+    nothing outside this fixture)."""
+    base = types.ModuleType("common.abstract_recommender")
+    base.GeneralRecommender = ReferenceBase
+    scatter = types.ModuleType("torch_scatter")
+    scatter.scatter_add = scatter_add
+    saved = {k: sys.modules.pop(k, None) for k in SHADOWED}
+    sys.modules.update({"common.abstract_recommender": base, "torch_scatter": scatter})
+    sys.path.insert(0, SOIL_SRC)
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # the reference hard-codes .cuda()
+    try:
+        yield importlib.import_module("models.soil")
+    finally:
+        torch.Tensor.cuda = cuda
+        sys.path.remove(SOIL_SRC)
+        for k, v in saved.items():
+            sys.modules.pop(k, None)
+            if v is not None:
+                sys.modules[k] = v
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    config_file, d, _, _ = write_tiny_multimodal_dataset(str(tmp_path_factory.mktemp("soil")), n_users=70,
+                                                         n_items=50, per_user=9)
+    for m in ("image", "text"):  # non-negative features, like the reference's
+        path = os.path.join(d, f"tinymm.{m}emb")
+        with open(path) as f:
+            rows = [line.rstrip("\n").split("\t") for line in f.readlines()[1:]]
+        values = np.abs(np.array([[float(v) for v in r[1].split()] for r in rows]))
+        write_feature_file(path, f"{m}_id", f"{m}_emb", [r[0] for r in rows], values)
+    return config_file
+
+
+def dense(adj, nu=None):
+    """Dense ``adj`` without our [PAD] item (row/column ``nu``: 0 for item graphs)."""
+    a = adj.to_dense()
+    keep = torch.arange(a.size(0)) != (0 if nu is None else nu)
+    return a[keep][:, keep]
+
+
+def test_soil(reference_module, config_file, tmp_path, monkeypatch):
+    ours = build_model("SOIL", config_file, overrides=KEYS)[3]
+    nu = ours.n_users
+    assert nu > ours.n_items - 1  # see the module docstring
+    calls = {}
+
+    def spy(name):
+        original = getattr(reference_module, name)
+
+        def wrapped(adj, *args, **kwargs):
+            out = original(adj, *args, **kwargs)
+            calls.setdefault(name, []).append((adj.clone(), out))
+            return out
+        monkeypatch.setattr(reference_module, name, wrapped)
+
+    for name in ("build_non_zero_graph", "build_knn_normalized_graph", "build_graph_from_adj"):
+        spy(name)
+    config = dict(KEYS, reg_weight=0.0, train_batch_size=2048, data_path=f"{tmp_path}/", dataset="tinymm")
+    os.makedirs(tmp_path / "tinymm")  # the reference caches its graphs there
+    ref = reference_module.SOIL(config, ReferenceData(ours))
+    with torch.no_grad():
+        ref.user_embedding.weight.copy_(ours.user_embedding.weight)
+        ref.item_id_embedding.weight.copy_(ours.item_id_embedding.weight[1:])
+    ref.attention.load_state_dict(ours.attention.state_dict())
+    for m, s in (("image", "v"), ("text", "t")):
+        getattr(ref, f"{m}_trs").load_state_dict(ours.trs[m].state_dict())
+        getattr(ref, f"map_{s}").load_state_dict(ours.maps[m].state_dict())
+
+    # The item graphs: interest graph + k-NN similarity graph per modality.
+    for j, m in enumerate(("image", "text")):
+        knn = ours.item_item_adjacency(ours.modality_features[m], ours.knn_k, weighted=True)
+        knn = normalize_adjacency(knn, "row")
+        torch.testing.assert_close(dense(knn), calls["build_knn_normalized_graph"][j][1].to_dense())
+        item_adj = getattr(ours, f"item_adj_{m}")
+        torch.testing.assert_close(dense(item_adj - knn), calls["build_non_zero_graph"][j][1].to_dense())
+        torch.testing.assert_close(dense(item_adj), getattr(ref, f"{m}_interest_adj").to_dense())
+
+    # The attractive edges: raw weights, the normalised graph, the augmented graph.
+    keep = ours.inter_index[1] > 0
+    users, items = ours.inter_index[0, keep], ours.inter_index[1, keep] - 1
+    normed = {m: F.normalize(x[1:], dim=1) for m, x in ours.modality_features.items()}
+    b = ours._attractive(normed, users, items).to_dense()[:, 1:]
+    (raw_full, b_hat_ref), (raw_r, b_r_ref) = calls["build_graph_from_adj"]
+    torch.testing.assert_close(b, raw_r.to_dense())
+    torch.testing.assert_close(b, raw_full.to_dense()[:nu, nu:])
+    a_hat = ours.user_item_adjacency()
+    torch.testing.assert_close(dense((ours.joint_adj - a_hat) * 2, nu), b_hat_ref.to_dense())
+    torch.testing.assert_close(dense(ours.joint_adj, nu), ref.norm_adj.to_dense())
+
+    # The user-item block. The reference normalises its attractive block with user
+    # degrees indexed by item ids (documented in soil.py); that is all it differs in:
+    d = b.sum(1).pow(-0.5).nan_to_num(posinf=0.0)  # user 0 is RecBole's [PAD]
+    torch.testing.assert_close(b_r_ref.to_dense(), d[:, None] * b * d[None, :b.size(1)])
+    # One-line patch: the user-item block of its own augmented graph, as ours.
+    ref.R = ref.norm_adj.to_dense()[:nu, nu:].to_sparse()
+    torch.testing.assert_close(ours.r_adj.to_dense()[:, 1:], ref.R.to_dense())
+
+    ours.eval()
+    with torch.no_grad():
+        u_o, i_o = ours.all_embeddings()
+        u_r, i_r = ref.forward(ref.norm_adj)
+    torch.testing.assert_close(u_o, u_r)
+    torch.testing.assert_close(i_o[1:], i_r)
+
+    ours.train()
+    ours_batch, ref_batch = batch(ours)
+    loss_o, loss_r = ours.calculate_loss(ours_batch), ref.calculate_loss(ref_batch)
+    torch.testing.assert_close(loss_o, loss_r)
+    loss_o.backward()
+    loss_r.backward()
+    torch.testing.assert_close(ours.item_id_embedding.weight.grad[1:], ref.item_id_embedding.weight.grad)
+    torch.testing.assert_close(ours.user_embedding.weight.grad, ref.user_embedding.weight.grad)
+    torch.testing.assert_close(ours.trs["text"].weight.grad, ref.text_trs.weight.grad)
+    torch.testing.assert_close(ours.attention[0].weight.grad, ref.attention[0].weight.grad)
+
