@@ -7,7 +7,7 @@ this repository)::
     git clone https://github.com/enoche/MMRec /tmp/MMRec
     MMREC_SRC=/tmp/MMRec/src pytest tests/test_crosscheck_mmrec.py
 
-The reference models are built on CPU through a stand-in for their base class
+The reference models are built on CPU through the stand-ins of ``tests/reference_code.py``: their base class
 (``n_users``, ``n_items``, the features, ``batch_size``) and MMRec's ``.cuda()``
 calls made no-ops; MMRec has no [PAD] item, so its item ``i`` is our item ``i + 1``.
 Compared: the item graphs, the final user and item embeddings (VBPR: and the
@@ -21,76 +21,29 @@ audio-stage map, which we leave out, is the identity, and LGMRec runs without
 assignment dropout, with its Gumbel noise fixed per user and item, and without a
 [PAD] user on the reference side.
 """
+import importlib
 import os
-import sys
-import types
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from recbole.data.interaction import Interaction
 from torch.nn import functional as F
 
 from recbole_models.model.lgmrec import contrast_all
 from recbole_models.model.slmrec import in_batch_infonce
-from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+from tests.recbole_data import write_tiny_multimodal_dataset
+from tests.reference_code import ReferenceData, batch, build, reference_imports, skip_unless_reference
+from tests.reference_code import plain_argv  # noqa: F401  (autouse fixture)
 
 MMREC_SRC = os.environ.get("MMREC_SRC")
-pytestmark = pytest.mark.skipif(not MMREC_SRC or not os.path.isdir(os.path.join(MMREC_SRC or "", "models")),
-                                reason="set MMREC_SRC to the src/ folder of an MMRec checkout")
-
-
-class ReferenceBase(torch.nn.Module):
-    """What MMRec's models read from ``common.abstract_recommender.GeneralRecommender``."""
-
-    def __init__(self, config, dataset):
-        super().__init__()
-        self.n_users, self.n_items = dataset.n_users, dataset.n_items
-        self.batch_size = config["train_batch_size"]
-        self.device = "cpu"
-        self.v_feat, self.t_feat = dataset.v_feat, dataset.t_feat
-
-
-def scatter_add(src, index, dim=0, dim_size=None):  # the one torch_scatter function MMRec's utils use
-    return torch.zeros(dim_size, dtype=src.dtype).index_add(0, index, src)
-
-
-def scatter_unused(*args, **kwargs):  # MMRec's SLMRec imports torch_scatter.scatter and never calls it
-    raise NotImplementedError
+pytestmark = skip_unless_reference("MMREC_SRC", "models", "freedom.py")
+MODELS = ("FREEDOM", "SMORE", "LATTICE", "VBPR", "SLMRec", "LGMRec")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    base = types.ModuleType("common.abstract_recommender")
-    base.GeneralRecommender = ReferenceBase
-    scatter = types.ModuleType("torch_scatter")
-    scatter.scatter_add = scatter_add
-    scatter.scatter = scatter_unused
-    saved = {k: sys.modules.get(k) for k in ("common.abstract_recommender", "torch_scatter")}
-    sys.modules.update({"common.abstract_recommender": base, "torch_scatter": scatter})
-    sys.path.insert(0, MMREC_SRC)
-    cuda = torch.Tensor.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self  # MMRec hard-codes .cuda()
-    import importlib
-
-    try:
-        names = ("FREEDOM", "SMORE", "LATTICE", "VBPR", "SLMRec", "LGMRec")
-        yield ({name: getattr(importlib.import_module(f"models.{name.lower()}"), name) for name in names},
+    with reference_imports(MMREC_SRC):
+        yield ({name: getattr(importlib.import_module(f"models.{name.lower()}"), name) for name in MODELS},
                str(tmp_path_factory.mktemp("mmrec_cache")))
-    finally:
-        torch.Tensor.cuda = cuda
-        sys.path.remove(MMREC_SRC)
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
 @pytest.fixture(scope="module")
@@ -98,39 +51,9 @@ def config_file(tmp_path_factory):
     return write_tiny_multimodal_dataset(str(tmp_path_factory.mktemp("mm")), n_users=60, n_items=80, per_user=10)[0]
 
 
-def build(config_file, name, overrides):
-    return build_model(name, config_file, overrides=overrides)[3]
-
-
-class ReferenceData:
-    """Our model's training data as MMRec's models read it (no [PAD] item; with
-    ``pad_user=False`` no [PAD] user either: its user ``u`` is then our user ``u + 1``)."""
-
-    def __init__(self, ours, pad_user=True):
-        shift = 0 if pad_user else 1
-        self.n_users, self.n_items = ours.n_users - shift, ours.n_items - 1
-        self.v_feat = ours.modality_features["image"][1:].clone()
-        self.t_feat = ours.modality_features["text"][1:].clone()
-        u, i = ours.inter_index.numpy()
-        self.matrix = sp.coo_matrix((np.ones(u.size, dtype=np.float32), (u - shift, i - 1)),
-                                    shape=(self.n_users, self.n_items))
-
-    def inter_matrix(self, form="coo"):
-        return self.matrix
-
-
 def reference_config(cache, batch_size, **keys):
     os.makedirs(os.path.join(cache, "tinymm"), exist_ok=True)
     return dict(keys, data_path=cache + "/", dataset="tinymm", train_batch_size=batch_size)
-
-
-def batch(ours, n=64):
-    g = torch.Generator().manual_seed(0)
-    u, i = ours.inter_index
-    pick = torch.randperm(u.numel(), generator=g)[:n]
-    neg = torch.randint(1, ours.n_items, (n,), generator=g)
-    ours_batch = Interaction({ours.USER_ID: u[pick], ours.ITEM_ID: i[pick], ours.NEG_ITEM_ID: neg})
-    return ours_batch, torch.stack([u[pick], i[pick] - 1, neg - 1])
 
 
 def copy_ids(ours, ref):

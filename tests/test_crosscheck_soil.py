@@ -6,8 +6,8 @@ repository); SOIL_SRC names the folder that holds its ``models/`` and ``utils/``
     git clone https://github.com/MrShouxingMa/SOIL /tmp/SOIL
     SOIL_SRC=/tmp/SOIL pytest tests/test_crosscheck_soil.py
 
-Built like ``tests/test_crosscheck_mmrec.py`` (a stand-in base class, ``.cuda()`` a
-no-op, the reference's item ``i`` is our item ``i + 1``; self-contained). The features are made
+Built with the stand-ins of ``tests/reference_code.py`` (a base class, ``.cuda()`` a
+no-op, the reference's item ``i`` is our item ``i + 1``). The features are made
 non-negative (like the reference's CNN features: a negative similarity is one of our
 documented differences) and there are more users than items (the reference indexes user
 degrees by item ids when it normalises its user-item attractive block, which fails
@@ -18,99 +18,29 @@ and item embeddings, a batch's loss and its gradients.
 """
 import importlib
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from recbole.data.interaction import Interaction
 from torch.nn import functional as F
 
 from recbole_models.features import write_feature_file
 from recbole_models.model.multimodal import normalize_adjacency
 from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+from tests.reference_code import ReferenceData, batch, reference_imports, skip_unless_reference
+from tests.reference_code import plain_argv  # noqa: F401  (autouse fixture)
 
 SOIL_SRC = os.environ.get("SOIL_SRC")
-pytestmark = pytest.mark.skipif(not SOIL_SRC or not os.path.isfile(os.path.join(SOIL_SRC or "", "models", "soil.py")),
-                                reason="set SOIL_SRC to the folder holding the SOIL reference's models/soil.py")
+pytestmark = skip_unless_reference("SOIL_SRC", "models", "soil.py")
 
 KEYS = dict(knn_k=4, knn_i=3, knn_a=5, n_ui_layers=2, n_layers=1, cl_loss=0.1, cl_loss2=0.05, embedding_size=16)
-SHADOWED = ("common", "common.abstract_recommender", "torch_scatter", "utils", "utils.utils", "models", "models.soil")
-
-
-class ReferenceBase(torch.nn.Module):
-    """What the reference reads from MMRec's ``GeneralRecommender``."""
-
-    def __init__(self, config, dataset):
-        super().__init__()
-        self.n_users, self.n_items = dataset.n_users, dataset.n_items
-        self.batch_size = config["train_batch_size"]
-        self.device = "cpu"
-        self.v_feat, self.t_feat = dataset.v_feat, dataset.t_feat
-
-
-class ReferenceData:
-    """Our training data as the reference reads it (no [PAD] item), with the training
-    items per user that its loops read."""
-
-    def __init__(self, ours):
-        self.n_users, self.n_items = ours.n_users, ours.n_items - 1
-        self.v_feat = ours.modality_features["image"][1:].clone()
-        self.t_feat = ours.modality_features["text"][1:].clone()
-        u, i = ours.inter_index.numpy()
-        self.matrix = sp.coo_matrix((np.ones(u.size, dtype=np.float32), (u, i - 1)),
-                                    shape=(self.n_users, self.n_items))
-        self.history_items_per_u = {}
-        for user, item in zip(u.tolist(), (i - 1).tolist()):
-            self.history_items_per_u.setdefault(user, set()).add(item)
-
-    def inter_matrix(self, form="coo"):
-        return self.matrix
-
-
-def scatter_add(src, index, dim=0, dim_size=None):  # the one torch_scatter function the reference uses
-    return torch.zeros(dim_size, dtype=src.dtype).index_add(0, index, src)
-
-
-def batch(ours, n=64):
-    """One batch for ours and the reference (whose items are ours minus 1)."""
-    g = torch.Generator().manual_seed(0)
-    u, i = ours.inter_index
-    pick = torch.randperm(u.numel(), generator=g)[:n]
-    neg = torch.randint(1, ours.n_items, (n,), generator=g)
-    ours_batch = Interaction({ours.USER_ID: u[pick], ours.ITEM_ID: i[pick], ours.NEG_ITEM_ID: neg})
-    return ours_batch, torch.stack([u[pick], i[pick] - 1, neg - 1])
-
-
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
 @pytest.fixture(scope="module")
 def reference_module():
-    """The reference's ``models.soil`` module (its ``utils``/``models`` names shadow
-    nothing outside this fixture)."""
-    base = types.ModuleType("common.abstract_recommender")
-    base.GeneralRecommender = ReferenceBase
-    scatter = types.ModuleType("torch_scatter")
-    scatter.scatter_add = scatter_add
-    saved = {k: sys.modules.pop(k, None) for k in SHADOWED}
-    sys.modules.update({"common.abstract_recommender": base, "torch_scatter": scatter})
-    sys.path.insert(0, SOIL_SRC)
-    cuda = torch.Tensor.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self  # the reference hard-codes .cuda()
-    try:
+    """The reference's ``models.soil`` module."""
+    with reference_imports(SOIL_SRC):
         yield importlib.import_module("models.soil")
-    finally:
-        torch.Tensor.cuda = cuda
-        sys.path.remove(SOIL_SRC)
-        for k, v in saved.items():
-            sys.modules.pop(k, None)
-            if v is not None:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -110,3 +110,20 @@ def test_runs_through_the_runner(tmp_path, modalities):
     config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path), modalities=modalities)
     result = run_recbole("GUME", "tinymm", [config_file], {"epochs": 1, "knn_k": 4}, saved=True)
     assert 0.0 <= result["test_result"]["recall@20"] <= 1.0
+
+
+def test_alignment_leaves_out_the_pad_rows(tmp_path):
+    # The mean/variance alignment runs over the real users and items: RecBole's [PAD] user
+    # and item (rows 0 and n_users of the stacked vectors, zero) would shrink both statistics.
+    config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path))
+    _, _, model = build(config_file)
+    g = torch.Generator().manual_seed(0)
+    n = model.n_users + model.n_items
+    explicit = {"image": torch.randn(n, 8, generator=g) + 1.0, "text": 2.0 * torch.randn(n, 8, generator=g)}
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[[0, model.n_users]] = False
+    for x in explicit.values():
+        x[~keep] = 0.0
+    a, b = explicit["image"][keep], explicit["text"][keep]
+    expected = (a.var() - b.var()).abs() + (a.mean() - b.mean()).abs()
+    torch.testing.assert_close(model.alignment(explicit), expected)

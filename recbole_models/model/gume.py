@@ -60,7 +60,10 @@ position assuming exactly 10 neighbours per item (``len(...) == 10``, whatever
 ``inter.json`` are cached under the dataset directory keyed by ``knn_k`` only (a stale
 cache survives a change of features) — here nothing is cached on disk; its regulariser
 divides by the configured batch size — here by the actual batch size; and it hard-codes
-``.cuda()``.
+``.cuda()``. RecBole's [PAD] user and item, rows the reference does not have, are left
+out of the alignment statistics (before 2026-11-27 they were counted: a two-modality
+loss slightly off, text-only runs unaffected). ``tests/test_crosscheck_gume.py`` checks
+the rest against the reference class.
 """
 from itertools import combinations
 from typing import Dict, Tuple
@@ -187,8 +190,13 @@ class GUME(MultimodalRecommender):
         return info_nce(perturb(emb).index_select(0, ids), perturb(emb).index_select(0, ids), self.um_temp)
 
     def alignment(self, explicit: Dict[str, Tensor]) -> Tensor:
-        """Mean over modality pairs of |var a − var b| + |mean a − mean b| (0 for one modality)."""
-        terms = [(explicit[a].var() - explicit[b].var()).abs() + (explicit[a].mean() - explicit[b].mean()).abs()
+        """Mean over modality pairs of |var a − var b| + |mean a − mean b| (0 for one modality),
+        over the real users and items: RecBole's [PAD] user and item (rows 0 and ``n_users``,
+        zero vectors the reference does not have) would shrink both statistics."""
+        real = torch.ones(self.n_users + self.n_items, dtype=torch.bool, device=self.user_embedding.weight.device)
+        real[[0, self.n_users]] = False
+        x = {m: explicit[m][real] for m in self.modalities}
+        terms = [(x[a].var() - x[b].var()).abs() + (x[a].mean() - x[b].mean()).abs()
                  for a, b in combinations(self.modalities, 2)]
         return torch.stack(terms).mean() if terms else self.user_embedding.weight.new_zeros(())
 
