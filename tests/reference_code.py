@@ -111,6 +111,14 @@ def plain_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
+def without_pad(x, pad, columns=True):
+    """``x`` of ours (dense or sparse) less our [PAD] item's row ``pad`` (0 in item graphs,
+    ``n_users`` in joint user+item ones) and, with ``columns``, its column: the reference's shape."""
+    x = x.to_dense() if x.is_sparse else x
+    keep = torch.arange(x.size(0)) != pad
+    return x[keep][:, keep] if columns else x[keep]
+
+
 def build(config_file, name, overrides):
     return build_model(name, config_file, overrides=overrides)[3]
 

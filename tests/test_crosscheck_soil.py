@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from recbole_models.features import write_feature_file
 from recbole_models.model.multimodal import normalize_adjacency
 from tests.recbole_data import build_model, write_tiny_multimodal_dataset
-from tests.reference_code import ReferenceData, batch, reference_imports, skip_unless_reference
+from tests.reference_code import ReferenceData, batch, reference_imports, skip_unless_reference, without_pad
 from tests.reference_code import plain_argv  # noqa: F401  (autouse fixture)
 
 SOIL_SRC = os.environ.get("SOIL_SRC")
@@ -54,13 +54,6 @@ def config_file(tmp_path_factory):
         values = np.abs(np.array([[float(v) for v in r[1].split()] for r in rows]))
         write_feature_file(path, f"{m}_id", f"{m}_emb", [r[0] for r in rows], values)
     return config_file
-
-
-def dense(adj, nu=None):
-    """Dense ``adj`` without our [PAD] item (row/column ``nu``: 0 for item graphs)."""
-    a = adj.to_dense()
-    keep = torch.arange(a.size(0)) != (0 if nu is None else nu)
-    return a[keep][:, keep]
 
 
 def test_soil(reference_module, config_file, tmp_path, monkeypatch):
@@ -95,10 +88,10 @@ def test_soil(reference_module, config_file, tmp_path, monkeypatch):
     for j, m in enumerate(("image", "text")):
         knn = ours.item_item_adjacency(ours.modality_features[m], ours.knn_k, weighted=True)
         knn = normalize_adjacency(knn, "row")
-        torch.testing.assert_close(dense(knn), calls["build_knn_normalized_graph"][j][1].to_dense())
+        torch.testing.assert_close(without_pad(knn, 0), calls["build_knn_normalized_graph"][j][1].to_dense())
         item_adj = getattr(ours, f"item_adj_{m}")
-        torch.testing.assert_close(dense(item_adj - knn), calls["build_non_zero_graph"][j][1].to_dense())
-        torch.testing.assert_close(dense(item_adj), getattr(ref, f"{m}_interest_adj").to_dense())
+        torch.testing.assert_close(without_pad(item_adj - knn, 0), calls["build_non_zero_graph"][j][1].to_dense())
+        torch.testing.assert_close(without_pad(item_adj, 0), getattr(ref, f"{m}_interest_adj").to_dense())
 
     # The attractive edges: raw weights, the normalised graph, the augmented graph.
     keep = ours.inter_index[1] > 0
@@ -109,8 +102,8 @@ def test_soil(reference_module, config_file, tmp_path, monkeypatch):
     torch.testing.assert_close(b, raw_r.to_dense())
     torch.testing.assert_close(b, raw_full.to_dense()[:nu, nu:])
     a_hat = ours.user_item_adjacency()
-    torch.testing.assert_close(dense((ours.joint_adj - a_hat) * 2, nu), b_hat_ref.to_dense())
-    torch.testing.assert_close(dense(ours.joint_adj, nu), ref.norm_adj.to_dense())
+    torch.testing.assert_close(without_pad((ours.joint_adj - a_hat) * 2, nu), b_hat_ref.to_dense())
+    torch.testing.assert_close(without_pad(ours.joint_adj, nu), ref.norm_adj.to_dense())
 
     # The user-item block. The reference normalises its attractive block with user
     # degrees indexed by item ids (documented in soil.py); that is all it differs in:
