@@ -133,6 +133,9 @@ class GUME(MultimodalRecommender):
         joint, r_hat = self._joint_adjacency(shared_neighbour_edges(self.modality_features, self.knn_k))
         self.register_buffer("joint_adj", joint, persistent=False)
         self.register_buffer("r_hat", r_hat, persistent=False)
+        real = torch.ones(self.n_users + self.n_items, dtype=torch.bool)
+        real[[0, self.n_users]] = False  # RecBole's [PAD] user and item
+        self.register_buffer("real_rows", real, persistent=False)
 
     def _joint_adjacency(self, enhancement: Tensor) -> Tuple[Tensor, Tensor]:
         u, i = self.inter_index
@@ -193,9 +196,7 @@ class GUME(MultimodalRecommender):
         """Mean over modality pairs of |var a − var b| + |mean a − mean b| (0 for one modality),
         over the real users and items: RecBole's [PAD] user and item (rows 0 and ``n_users``,
         zero vectors the reference does not have) would shrink both statistics."""
-        real = torch.ones(self.n_users + self.n_items, dtype=torch.bool, device=self.user_embedding.weight.device)
-        real[[0, self.n_users]] = False
-        x = {m: explicit[m][real] for m in self.modalities}
+        x = {m: explicit[m][self.real_rows] for m in self.modalities}
         terms = [(x[a].var() - x[b].var()).abs() + (x[a].mean() - x[b].mean()).abs()
                  for a, b in combinations(self.modalities, 2)]
         return torch.stack(terms).mean() if terms else self.user_embedding.weight.new_zeros(())
