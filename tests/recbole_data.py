@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import torch
 import yaml
 
 from recbole_models.features import write_feature_file
@@ -108,3 +109,18 @@ def build_model(model, config_file, dataset="tinymm", overrides=None):
     train, _, _ = data_preparation(config, ds)
     init_seed(config["seed"], config["reproducibility"])
     return config, ds, train, get_model(model)(config, train._dataset)
+
+
+def assert_gradients_bitwise_reproducible(model, batch, repeats=3, before_each=None):
+    """Backward the same batch ``repeats`` times and require every parameter's gradient
+    to be bitwise the same each time. ``before_each()`` runs before every pass (e.g. to
+    reseed dropout or redo a per-epoch step)."""
+    grads = []
+    for _ in range(repeats):
+        if before_each is not None:
+            before_each()
+        model.zero_grad()
+        model.calculate_loss(batch).backward()
+        grads.append([None if q.grad is None else q.grad.clone() for q in model.parameters()])
+    for other in grads[1:]:
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads[0], other))

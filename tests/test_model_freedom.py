@@ -13,7 +13,7 @@ from recbole_models import get_model
 from recbole_models.compare import load_variants, resolve
 from recbole_models.model.freedom import FREEDOM, modality_weights
 from recbole_models.run import make_config, run_recbole
-from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+from tests.recbole_data import assert_gradients_bitwise_reproducible, build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -224,14 +224,7 @@ def test_gradients_are_bitwise_reproducible(tmp_path):
     # backward then sums repeated ids in a varying order; index_select's does not).
     config_file = write_tiny_multimodal_dataset(str(tmp_path), n_users=600, n_items=200, per_user=10)[0]
     _, train, model = build(config_file, {"train_batch_size": 4096})
-    batch = next(iter(train))
-    grads = []
-    for _ in range(3):
-        model.zero_grad()
-        model.calculate_loss(batch).backward()
-        grads.append([None if q.grad is None else q.grad.clone() for q in model.parameters()])
-    for other in grads[1:]:
-        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads[0], other))
+    assert_gradients_bitwise_reproducible(model, next(iter(train)))
 
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("text",)])

@@ -10,7 +10,7 @@ from mllmrec_pyg.transforms import jaccard_cooccurrence_graph, normalize_graph, 
 from recbole_models.compare import load_variants, resolve
 from recbole_models.model.smore import info_nce, max_pool_graphs
 from recbole_models.run import run_recbole
-from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+from tests.recbole_data import assert_gradients_bitwise_reproducible, build_model, write_tiny_multimodal_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -156,15 +156,8 @@ def test_gradients_are_bitwise_reproducible(tmp_path):
     # backward then sums repeated ids in a varying order; index_select's does not).
     config_file = write_tiny_multimodal_dataset(str(tmp_path), n_users=600, n_items=200, per_user=10)[0]
     _, train, model = build(config_file, {"train_batch_size": 2048, "n_ui_layers": 1})
-    batch = next(iter(train))
-    grads = []
-    for _ in range(3):
-        torch.manual_seed(0)  # the same dropout masks
-        model.zero_grad()
-        model.calculate_loss(batch).backward()
-        grads.append([None if q.grad is None else q.grad.clone() for q in model.parameters()])
-    for other in grads[1:]:
-        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads[0], other))
+    # Each pass reseeds, so that it draws the same dropout masks.
+    assert_gradients_bitwise_reproducible(model, next(iter(train)), before_each=lambda: torch.manual_seed(0))
 
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("text",)])
