@@ -124,3 +124,27 @@ def assert_gradients_bitwise_reproducible(model, batch, repeats=3, before_each=N
         grads.append([None if q.grad is None else q.grad.clone() for q in model.parameters()])
     for other in grads[1:]:
         assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads[0], other))
+
+
+def assert_step_moves_every_parameter_reproducibly(build, config_file, before_loss=None):
+    """Build the model twice (``build(config_file) -> (..., train, model)``), take one Adam
+    step on the first batch each time: the loss is finite, every parameter moves, and the
+    two builds end bitwise equal. ``before_loss()`` runs right before each loss (e.g. to
+    seed the model's random draws)."""
+    runs = []
+    for _ in range(2):
+        *_, train, model = build(config_file)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        if before_loss is not None:
+            before_loss()
+        loss = model.calculate_loss(next(iter(train)))
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+        assert not unchanged
+        runs.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for n in runs[0]:
+        assert torch.equal(runs[0][n], runs[1][n]), n

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recbole_models.run import run_recbole
-from tests.recbole_data import build_model, write_tiny_multimodal_dataset
+from tests.recbole_data import (assert_step_moves_every_parameter_reproducibly, build_model,
+                                 write_tiny_multimodal_dataset)
 
 
 @pytest.fixture(autouse=True)
@@ -104,21 +105,7 @@ def test_bad_keys_and_no_graph_refinement(tmp_path):
 
 def test_training_step_changes_every_parameter_reproducibly(tmp_path):
     config_file, *_ = write_tiny_multimodal_dataset(str(tmp_path))
-    runs = []
-    for _ in range(2):
-        config, ds, train, model = build(config_file)
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        loss = model.calculate_loss(next(iter(train)))
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
-        assert not unchanged
-        runs.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    for n in runs[0]:
-        assert torch.equal(runs[0][n], runs[1][n]), n
+    assert_step_moves_every_parameter_reproducibly(build, config_file)
 
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("text",)], ids=["image+text", "text"])
