@@ -27,7 +27,10 @@ metrics the config computes (``metrics`` × ``topk``), and the header names the
 seed; the table then shows mean ± sample std per metric, and with ``--baseline
 NAME`` each other row's mean difference to that name and a two-sided paired
 t-test over the common seeds (``scipy.stats.ttest_rel``); cells with
-``p < --alpha`` (0.05) are marked ``*``.
+``p < --alpha`` (0.05) are marked ``*``. ``--baseline ROW=REF ...`` gives rows their
+own reference instead (``FREEDOM+GR=FREEDOM LATTICE+GR=LATTICE``: each "+GR" row
+against its vanilla model); a plain ``NAME`` among them is the reference of the
+rows without one.
 
 ``--jobs K`` trains each run in its own fresh process, ``K`` at a time, each with
 one torch thread. The scores then do not depend on ``K``; they may differ in the
@@ -128,11 +131,41 @@ def paired_test(results: List[Dict], name: str, baseline: str, metric: str):
     return diff, p, len(seeds)
 
 
+def parse_baselines(items: Optional[List[str]], names: List[str]) -> Dict[str, str]:
+    """``{row: its reference}`` from ``--baseline`` items: ``ROW=REF`` pairs and at most
+    one plain ``NAME``, the reference of every other row. Each name must be in ``names``."""
+    pairs: Dict[str, str] = {}
+    default = None
+    for item in items or []:
+        row, eq, ref = item.partition("=")
+        for n in ([row, ref] if eq else [item]):
+            if n not in names:
+                raise ConfigError(f"argument --baseline: {n!r} (in {item!r}) is not among --models")
+        if not eq:
+            if default is not None:
+                raise ConfigError(f"argument --baseline: two plain names ({default!r}, {item!r}); "
+                                  f"give the other rows' references as ROW=REF")
+            default = item
+        elif row == ref:
+            raise ConfigError(f"argument --baseline: {item!r} compares a row with itself")
+        elif row in pairs:
+            raise ConfigError(f"argument --baseline: {row!r} has two references")
+        else:
+            pairs[row] = ref
+    if default is not None:
+        pairs = dict({n: default for n in names if n != default}, **pairs)
+    return pairs
+
+
 def markdown_table(results: List[Dict], metrics: Optional[List[str]] = None,
-                   baseline: Optional[str] = None, alpha: float = 0.05) -> str:
+                   baseline=None, alpha: float = 0.05) -> str:
     """One row per name (in order of first appearance). One seed per name: the scores;
-    several: mean ± std, and the difference to ``baseline`` with ``*`` where the paired
-    t-test gives ``p < alpha``. ``metrics`` default to those in the results."""
+    several: mean ± std, and the difference to the row's reference with ``*`` where the
+    paired t-test gives ``p < alpha``. ``baseline``: one name (every other row's
+    reference) or ``{row: reference}``. ``metrics`` default to those in the results."""
+    if isinstance(baseline, str):
+        baseline = {r["name"]: baseline for r in results if r["name"] != baseline}
+    baseline = baseline or {}
     if metrics is None:
         metrics = []
         for r in results:
@@ -162,8 +195,8 @@ def markdown_table(results: List[Dict], metrics: Optional[List[str]] = None,
                 continue
             mean, std = _mean_std(vals)
             cell = f"{mean:.4f} ± {std:.4f}" if len(vals) > 1 else f"{mean:.4f}"  # one seed: no std
-            if baseline and n != baseline:
-                diff, p, _ = paired_test(results, n, baseline, m)
+            if n in baseline:
+                diff, p, _ = paired_test(results, n, baseline[n], m)
                 if not math.isnan(diff):
                     cell += f" ({diff:+.4f}{'*' if p < alpha else ''})"
             cells.append(cell)
@@ -350,7 +383,9 @@ def main(argv=None) -> int:
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, default=None, help="run each name with seeds 0..N-1")
     seeds.add_argument("--seed_list", type=int, nargs="+", default=None, help="run each name with these seeds")
-    parser.add_argument("--baseline", default=None, help="name to test the others against (paired t-test)")
+    parser.add_argument("--baseline", nargs="+", default=None, metavar="NAME | ROW=REF",
+                        help="name to test the others against (paired t-test), or ROW=REF pairs giving "
+                             "rows their own reference")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the * mark")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing results of --out")
@@ -372,8 +407,10 @@ def main(argv=None) -> int:
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"argument --seeds: must be >= 1, got {args.seeds}")
     seed_list = list(range(args.seeds)) if args.seeds is not None else args.seed_list
-    if args.baseline is not None and args.baseline not in args.models:
-        parser.error(f"argument --baseline: {args.baseline!r} is not among --models")
+    try:
+        baselines = parse_baselines(args.baseline, args.models)
+    except ConfigError as err:
+        parser.error(str(err))
     variants = load_variants(args.variants)
     out = args.out or os.path.join("results", f"{args.dataset}.md")
     stem = os.path.splitext(out)[0]
@@ -411,15 +448,17 @@ def main(argv=None) -> int:
                    for n in args.models for s in (seed_list or [None]) if (n, s) not in have]
         print(f"{len(results)} finished run(s) in {paths[2]}"
               + (f"; not finished: {', '.join(missing)}" if missing else ""))
-    table = markdown_table(results, metrics, baseline=args.baseline, alpha=args.alpha)
+    table = markdown_table(results, metrics, baseline=baselines, alpha=args.alpha)
     title = f"# {args.dataset}: test results (epoch chosen on valid {valid})"
     if seed_list is not None:
         title += f", mean ± std over seeds {seed_list}"
         if args.report:
             title += " (finished runs only: see the Seeds column)"
-        if args.baseline:
-            title += (f"; (difference to {args.baseline}, * two-sided paired t-test over seeds "
-                      f"p < {args.alpha})")
+        if baselines:
+            refs = sorted(set(baselines.values()))
+            to = refs[0] if len(refs) == 1 else "each row's reference: " + ", ".join(
+                f"{row} vs {ref}" for row, ref in baselines.items())
+            title += f"; (difference to {to}, * two-sided paired t-test over seeds p < {args.alpha})"
     write_atomic(out, f"{title}\n\n{table}\n" + (f"\nNot finished: {', '.join(missing)}.\n" if missing else ""))
     write_atomic(paths[1], json.dumps([{k: v for k, v in r.items() if k != "saved_model_file"}
                                        for r in results], indent=2, default=float))

@@ -1,6 +1,7 @@
 """compare: failed runs as rows, results streamed as they finish, no silent overwrite,
 columns from the config, seeds with a paired test, resume after a kill (issues 8 §2, 11 §2)."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -120,6 +121,39 @@ def test_seeds_mean_std_and_paired_test(tiny, tmp_path):
     assert_well_formed(out.read_text())
     table = markdown_table(results, ["recall@20"], baseline="Pop", alpha=1.0)  # everything "significant"
     assert "*)" in table.splitlines()[2] and "*" not in table.splitlines()[3]
+
+
+def test_rows_with_their_own_reference(tiny, capsys):
+    # "+GR" tables: each variant against its own vanilla model, not one baseline for all.
+    from scipy.stats import ttest_rel
+
+    from recbole_models.compare import parse_baselines
+
+    scores = {"A": [0.30, 0.32, 0.31], "A+GR": [0.33, 0.34, 0.36], "B": [0.20, 0.21, 0.19], "B+GR": [0.20, 0.23, 0.19]}
+    results = [{"name": n, "seed": s, "test_result": {"recall@20": v[s]}, "best_epoch": 1, "train_time": 1.0}
+               for n, v in scores.items() for s in range(3)]
+    names = list(scores)
+    refs = parse_baselines(["A+GR=A", "B+GR=B"], names)
+    assert refs == {"A+GR": "A", "B+GR": "B"}
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip()
+            for line in markdown_table(results, ["recall@20"], baseline=refs).splitlines()[2:]}
+    for row, ref in refs.items():
+        diff = sum(a - b for a, b in zip(scores[row], scores[ref])) / 3
+        star = "*" if ttest_rel(scores[row], scores[ref]).pvalue < 0.05 else ""
+        assert rows[row].endswith(f"({diff:+.4f}{star})"), (row, rows[row])
+    assert "(" not in rows["A"] and "(" not in rows["B"]
+    # A plain name is the reference of the rows without a pair; one name alone as before.
+    assert parse_baselines(["A", "B+GR=B"], names) == {"A+GR": "A", "B": "A", "B+GR": "B"}
+    assert markdown_table(results, ["recall@20"], baseline="A") == markdown_table(
+        results, ["recall@20"], baseline=parse_baselines(["A"], names))
+    for bad, message in [(["C=A"], "'C' (in 'C=A') is not among --models"), (["A", "B"], "two plain names"),
+                         (["A=A"], "compares a row with itself"), (["B+GR=B", "B+GR=A"], "'B+GR' has two references")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_baselines(bad, names)
+    config_file, _ = tiny
+    assert run_main("--models", "Pop", "BPR", "--baseline", "BPR=Popp", "--dataset", "tiny",
+                    "--config_files", config_file) != 0
+    assert "argument --baseline: 'Popp' (in 'BPR=Popp') is not among --models" in capsys.readouterr().err
 
 
 def test_killed_sweep_resumes_without_retraining(tiny, tmp_path):
