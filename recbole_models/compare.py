@@ -43,7 +43,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from recbole_models.config import (ConfigError, check_keys, check_no_pickles, co
 from recbole_models.figures.bars import bar_chart
 from recbole_models.run import (ArgumentParser, add_common_arguments, cli, make_config, one_line, parse_args,
                                 quiet_recbole_warnings, run_recbole)
+from recbole_models.workers import worker_pool
 
 _DEFAULT_VARIANTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yaml", "variants.yaml")
 # Short column names; other metrics keep RecBole's name.
@@ -310,10 +310,8 @@ def compare(names: List[str], dataset: str, config_file_list=None, config_dict=N
         for key, args in tasks:
             finish(key, _one_run(*args))
     elif tasks:
-        # spawn: a fresh interpreter per run (fork would copy this process's torch
-        # threads and RecBole's global logger); one run per process, then it exits.
         keys = [key for key, _ in tasks]
-        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        with worker_pool(jobs) as pool:
             for i, result in pool.imap_unordered(_run_in_worker, list(enumerate(a for _, a in tasks))):
                 finish(keys[i], result)
     return [results[key] for key in order]

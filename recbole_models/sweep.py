@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import yaml
 
 from recbole_models.config import TypedLoader
+from recbole_models.workers import worker_pool
 
 __all__ = ["Point", "ResultStore", "parse_value", "check_typed", "point_key", "run_points", "mean_std",
            "no_command_line", "load_yaml_file"]
@@ -240,9 +240,8 @@ def run_points(points: Sequence[Point], dataset: str, config_files: Optional[Seq
             if on_record:
                 on_record(record, True)
     elif todo:
-        # spawn: a fresh interpreter per run (fork would copy torch's threads and
-        # RecBole's global logger). The argv the children inherit is cleared too.
-        with no_command_line(), multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        # The argv the spawned children inherit is cleared (RecBole's Config reads it).
+        with no_command_line(), worker_pool(jobs) as pool:
             for record in pool.imap_unordered(_train, todo):
                 records[record["key"]] = record
                 if on_record:

@@ -188,6 +188,45 @@ def test_killed_sweep_resumes_without_retraining(tiny, tmp_path):
     assert "MLLMRec" in out.read_text() and "± " in out.read_text()
 
 
+def test_workers_leave_with_a_killed_parent(tiny, tmp_path):
+    # A pool's workers outlive a killed parent: they trained on, unseen, holding the cores
+    # the --resume needs. Ours exit within a second (recbole_models.workers).
+    import psutil
+
+    config_file, _ = tiny
+    args = [sys.executable, "-m", "recbole_models.compare", "--models", "MLLMRec", "--seed_list", "0", "--jobs", "1",
+            "--dataset", "tiny", "--config_files", config_file, "--out", str(tmp_path / "w.md"), "--epochs=5000",
+            "--stopping_step=10000"]
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+
+    def training(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE  # exited, not yet reaped
+        except psutil.NoSuchProcess:
+            return False
+
+    try:
+        deadline = time.monotonic() + 180
+        # Training has begun once the run's first best checkpoint is written.
+        while not list((tmp_path / "saved").glob("*.pth")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert workers, "no worker was training"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while any(training(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(training(w) for w in workers), "a worker kept training after its parent was killed"
+    finally:
+        proc.kill()
+        for w in workers:
+            if w.is_running():
+                w.kill()
+
+
 def test_resume_reuses_only_same_settings_and_jobs_work(tiny, tmp_path):
     config_file, _ = tiny
     first = compare(["Pop", "BPR"], "tiny", [config_file], seeds=[0, 1])
