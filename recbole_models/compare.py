@@ -18,10 +18,10 @@ at the end the table goes to ``<out>`` (Markdown) and stdout, the list to
 ``<out>.json``, and a bar chart of the test metrics at the ``valid_metric``'s cut-off
 (mean, ± std over the seeds as error bars) to ``<out>.png``. A failed run is a table
 row with its error in one line; the other runs go on. Existing results are never
-overwritten silently: ``--overwrite`` replaces them, ``--resume`` keeps every successful run already in the JSONL (made
-with the same settings) and trains only the rest. The columns are the test
-metrics the config computes (``metrics`` × ``topk``), and the header names the
-``valid_metric`` that chose the epoch.
+overwritten silently: ``--overwrite`` replaces them, ``--resume`` keeps every
+successful run already in the JSONL (made with the same settings) and trains only the
+rest. The columns are the test metrics the config computes (``metrics`` × ``topk``),
+and the header names the ``valid_metric`` that chose the epoch.
 
 ``--seeds N`` (seeds ``0..N-1``) or ``--seed_list S ...`` runs every name once per
 seed; the table then shows mean ± sample std per metric, and with ``--baseline

@@ -1,8 +1,8 @@
 """compare: failed runs as rows, results streamed as they finish, no silent overwrite,
 columns from the config, seeds with a paired test, resume after a kill (issues 8 §2, 11 §2)."""
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
